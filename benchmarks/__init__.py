@@ -1,0 +1,1 @@
+"""The vibbench harness: models, data, methods, training, surgery, measurement, records, report."""

@@ -1,0 +1,276 @@
+"""Suite files: a validated schema, and the expansion of a suite into runs.
+
+A suite names models, a dataset, methods (with parameters and optional
+strength sweeps), seeds, compression targets and one training budget that
+every method shares. ``RunConfig`` is one run; its canonical JSON is hashed
+into the run's id, so a finished run is found and skipped.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from benchmarks.registry import DATASETS, METHODS, MODELS
+
+SUITES_DIR = Path(__file__).parent / "suites"
+
+
+class SuiteError(ValueError):
+    """A suite file that cannot be used; ``str()`` is one line per problem, naming the field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Optimizer(Strict):
+    name: Literal["adam", "sgd"] = Field("adam", description="optimizer for every phase")
+    lr: float = Field(1e-3, gt=0, description="learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by Adam)")
+    weight_decay: float = Field(0.0, ge=0, description="L2 weight decay")
+    schedule: Literal["constant", "cosine", "step"] = Field(
+        "constant", description="learning-rate schedule within each phase; step divides by 10 at 50 % and 75 %"
+    )
+
+
+class Budget(Strict):
+    """The training budget every method gets: epochs per phase, batch size, optimizer."""
+
+    dense_epochs: int = Field(ge=0, description="epochs of dense pre-training (cached per model, dataset, seed)")
+    sparsify_epochs: int = Field(ge=0, description="epochs with the method's penalty or pruning schedule")
+    finetune_epochs: int = Field(ge=0, description="epochs of fine-tuning the pruned network")
+    batch_size: int = Field(100, ge=1, description="training batch size")
+    optimizer: Optimizer = Optimizer()
+    max_batches_per_epoch: int | None = Field(
+        None, ge=1, description="stop each epoch after this many batches (smoke tests only)"
+    )
+
+    @property
+    def total_epochs(self) -> int:
+        return self.dense_epochs + self.sparsify_epochs + self.finetune_epochs
+
+
+class Targets(Strict):
+    """Compression targets as fractions of the dense network's cost."""
+
+    flops: list[float] = Field(default_factory=list, description="fractions of dense FLOPs to prune to")
+    params: list[float] = Field(default_factory=list, description="fractions of dense parameters to prune to")
+
+    @field_validator("flops", "params")
+    @classmethod
+    def _in_unit_interval(cls, values: list[float]) -> list[float]:
+        for value in values:
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"target {value} is outside (0, 1]; give a fraction of the dense network such as 0.25")
+        return values
+
+
+class MethodEntry(Strict):
+    name: str = Field(description="registered method name")
+    params: dict[str, Any] = Field(default_factory=dict, description="method parameters")
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict, description="parameter -> values; one operating point per value"
+    )
+    overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="model name -> parameters that replace params for that model"
+    )
+
+
+class Measure(Strict):
+    latency_batch_sizes: list[int] = Field(default_factory=lambda: [1, 64], description="batch sizes to time")
+    min_run_time_s: float = Field(0.2, gt=0, description="seconds of timed forward passes per batch size")
+    threads: int = Field(1, ge=1, description="CPU threads while timing")
+
+
+class Suite(Strict):
+    name: str
+    description: str = ""
+    dataset: str = Field("mnist5k", description="registered dataset name")
+    dataset_options: dict[str, Any] = Field(default_factory=dict, description="options passed to the dataset loader")
+    models: list[str] = Field(min_length=1)
+    methods: list[MethodEntry] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    budget: Budget
+    targets: Targets = Targets()
+    ranking: Literal["global", "layer_normalized", "uniform"] = Field(
+        "global", description="how unit scores of different layers are compared when pruning to a target"
+    )
+    measure: Measure = Measure()
+
+    @model_validator(mode="after")
+    def _known_names(self) -> "Suite":
+        problems = []
+        if self.dataset not in DATASETS:
+            problems.append(_unknown("dataset", "dataset", self.dataset, DATASETS.names()))
+        for i, model in enumerate(self.models):
+            if model not in MODELS:
+                problems.append(_unknown(f"models[{i}]", "model", model, MODELS.names()))
+        for i, entry in enumerate(self.methods):
+            if entry.name not in METHODS:
+                problems.append(_unknown(f"methods[{i}].name", "method", entry.name, METHODS.names()))
+                continue
+            method_class = METHODS.get(entry.name)
+            allowed = set(method_class.Params.model_fields)
+            keys = [("params", k) for k in entry.params] + [("sweep", k) for k in entry.sweep]
+            keys += [(f"overrides.{m}", k) for m, params in entry.overrides.items() for k in params]
+            for where, key in keys:
+                if key not in allowed:
+                    problems.append(_unknown(f"methods[{i}].{where}.{key}", f"{entry.name} parameter", key, sorted(allowed)))
+            for model in entry.overrides:
+                if model not in self.models:
+                    problems.append(f"methods[{i}].overrides.{model}: model {model!r} is not in this suite's models")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def _unknown(where: str, kind: str, value: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(str(value), valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{where}: unknown {kind} {value!r}{hint}; valid values: {', '.join(valid)}"
+
+
+def resolve_suite_path(name_or_path: str) -> Path:
+    """Return the suite file for a built-in suite name (``quick``) or a path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        return candidate
+    return SUITES_DIR / f"{name_or_path}.yaml"
+
+
+def builtin_suites() -> list[str]:
+    """Return the names of the suites shipped with the package."""
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """Read and validate a suite; raise ``SuiteError`` listing every problem with its location."""
+    path = resolve_suite_path(name_or_path)
+    if not path.exists():
+        raise SuiteError(f"suite {name_or_path!r} not found; give a path to a YAML file or one of: {', '.join(builtin_suites())}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise SuiteError(f"{path}: malformed YAML: {' '.join(str(error).split())}") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise SuiteError(f"{path}: cannot read the suite file: {error}") from error
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{path}: a suite file must be a mapping of fields such as models, methods and budget")
+    raw.setdefault("name", path.stem)
+    try:
+        return Suite(**raw)
+    except ValidationError as error:
+        raise SuiteError(f"{path}: " + "; ".join(_format_error(e) for e in error.errors())) from error
+
+
+def _format_error(error: dict) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "suite"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown field; remove it or check its spelling"
+    if error["type"] == "missing":
+        return f"{where}: required field is missing"
+    return f"{where}: {message} (got {error.get('input')!r})" if error["type"] != "value_error" else message
+
+
+class Target(Strict):
+    metric: Literal["flops", "params"]
+    fraction: float
+
+
+class RunConfig(Strict):
+    """Everything that decides one run's result; its hash is the run's id."""
+
+    suite: str
+    model: str
+    dataset: str
+    dataset_options: dict[str, Any]
+    method: str
+    params: dict[str, Any]
+    seed: int
+    budget: Budget
+    target: Target | None
+    ranking: str
+    measure: Measure
+
+    def canonical(self) -> str:
+        """Return the canonical JSON of the configuration (sorted keys, no spaces)."""
+        payload = self.model_dump(mode="json", exclude={"suite"})
+        return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+    @property
+    def run_id(self) -> str:
+        """Return a 16-hex-digit hash of the configuration (the suite's name excluded)."""
+        return hashlib.sha256(self.canonical().encode()).hexdigest()[:16]
+
+    def dense_key(self) -> str:
+        """Return the id of the cached dense network this run starts from."""
+        payload = {
+            "model": self.model,
+            "dataset": self.dataset,
+            "dataset_options": self.dataset_options,
+            "seed": self.seed,
+            "epochs": self.budget.dense_epochs,
+            "batch_size": self.budget.batch_size,
+            "optimizer": self.budget.optimizer.model_dump(mode="json"),
+            "max_batches": self.budget.max_batches_per_epoch,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def sparse_key(self) -> str:
+        """Return the id of the sparsity-phase network, shared by every target of one method setting."""
+        payload = {
+            "dense": self.dense_key(),
+            "method": self.method,
+            "params": self.params,
+            "epochs": self.budget.sparsify_epochs,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        """Return a short readable description for logs and progress bars."""
+        target = f"{self.target.metric}<={self.target.fraction:g}" if self.target else "natural"
+        return f"{self.model}/{self.method}/{target}/seed{self.seed}"
+
+
+def expand_runs(suite: Suite) -> list[RunConfig]:
+    """Return every run of the suite, ordered so that runs sharing a trained network are adjacent."""
+    runs = []
+    for model, seed, entry in itertools.product(suite.models, suite.seeds, suite.methods):
+        method_class = METHODS.get(entry.name)
+        base = {**entry.params, **entry.overrides.get(model, {})}
+        sweep_keys = sorted(entry.sweep)
+        sweep_values = itertools.product(*(entry.sweep[k] for k in sweep_keys)) if sweep_keys else [()]
+        for values in sweep_values:
+            raw_params = {**base, **dict(zip(sweep_keys, values))}
+            params = method_class.Params(**raw_params).model_dump(mode="json")
+            targets: list[Target | None] = [None]
+            if method_class.prunes != "nothing":
+                targets += [Target(metric="flops", fraction=f) for f in suite.targets.flops]
+                targets += [Target(metric="params", fraction=f) for f in suite.targets.params]
+            for target in targets:
+                runs.append(
+                    RunConfig(
+                        suite=suite.name,
+                        model=model,
+                        dataset=suite.dataset,
+                        dataset_options=suite.dataset_options,
+                        method=entry.name,
+                        params=params,
+                        seed=seed,
+                        budget=suite.budget,
+                        target=target,
+                        ranking=suite.ranking,
+                        measure=suite.measure,
+                    )
+                )
+    return runs

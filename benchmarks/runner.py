@@ -1,0 +1,344 @@
+"""Run a suite: dense pre-training, sparsity training, pruning, fine-tuning, measurement.
+
+Phases per run, with one budget for every method:
+
+1. dense: ``dense_epochs`` of plain training, cached per (model, dataset,
+   seed, budget), so every method starts from the same network;
+2. sparsify: ``sparsify_epochs`` with the method's penalty and schedule,
+   cached per method setting, so all targets of one setting share it;
+3. prune: to the method's natural operating point or to a target, with the
+   method's own importance ranking;
+4. fine-tune: ``finetune_epochs`` without penalty; the epoch with the lowest
+   validation error is kept;
+5. measure the pruned network and write the record.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import socket
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+import benchmarks.methods  # noqa: F401  (registers the built-in methods)
+from benchmarks import measure
+from benchmarks.budget import structured_budget, unstructured_budget
+from benchmarks.config import RunConfig, Suite, expand_runs
+from benchmarks.data import DataSplits, load_dataset
+from benchmarks.methods.base import PruningMethod
+from benchmarks.models import build_model
+from benchmarks.registry import METHODS
+from benchmarks.store import RECORD_VERSION, ResultsStore
+from benchmarks.structure import find_sites, widths
+from benchmarks.training import DivergedError, evaluate, train_phase
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOptions:
+    """Settings of one invocation that do not change results on CPU."""
+
+    results_dir: Path
+    data_dir: Path | None = None
+    download: bool = False
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    amp: bool = False
+
+
+@dataclass
+class SuiteOutcome:
+    """Counts of what a suite invocation did."""
+
+    finished: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+    unreachable: int = 0
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Return the software and hardware a record was produced on."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": measure.device_name(device),
+        "device_type": device.type,
+        "cpu": measure.cpu_model(),
+        "host": socket.gethostname(),
+        "threads": torch.get_num_threads(),
+        "git_commit": _git_commit(),
+    }
+    if device.type == "cuda":
+        info["cuda"] = torch.version.cuda
+        info["cudnn"] = torch.backends.cudnn.version()
+    return info
+
+
+def _git_commit() -> str | None:
+    try:
+        output = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return output.stdout.strip() or None
+
+
+def _units_counter(method: PruningMethod):
+    """Return a callable that counts surviving units (or non-zero weights) for the curves."""
+
+    def count(model: nn.Module) -> int:
+        keep = method.natural_keep(model)
+        return int(sum(int(mask.sum()) for mask in keep.values()))
+
+    return count
+
+
+class SuiteRunner:
+    """Executes the runs of a suite that have no record yet."""
+
+    def __init__(self, suite: Suite, options: RunOptions) -> None:
+        self.suite = suite
+        self.options = options
+        self.store = ResultsStore(options.results_dir)
+        self._data: DataSplits | None = None
+        self._sparse_cache: dict[str, tuple[nn.Module, dict]] = {}
+
+    @property
+    def data(self) -> DataSplits:
+        if self._data is None:
+            self._data = load_dataset(
+                self.suite.dataset,
+                data_dir=self.options.data_dir,
+                download=self.options.download,
+                **self.suite.dataset_options,
+            )
+        return self._data
+
+    def run(self) -> SuiteOutcome:
+        """Run every missing run of the suite and return what happened."""
+        self.store.ensure()
+        outcome = SuiteOutcome()
+        runs = expand_runs(self.suite)
+        pending = [run for run in runs if not self.store.has(run.run_id)]
+        outcome.skipped = len(runs) - len(pending)
+        if outcome.skipped:
+            logger.info("%d of %d runs already have records and are skipped", outcome.skipped, len(runs))
+
+        for run in tqdm(pending, desc=f"suite {self.suite.name}", unit="run", disable=None):
+            record = self.execute(run)
+            self.store.write(record)
+            if record["status"] == "ok":
+                outcome.finished += 1
+            elif record["status"] == "unreachable":
+                outcome.unreachable += 1
+            else:
+                outcome.failed.append(f"{run.label}: {record['error']['message']}")
+        self._sparse_cache.clear()
+        return outcome
+
+    def execute(self, run: RunConfig) -> dict[str, Any]:
+        """Run one configuration and return its record; failures become failed records."""
+        record: dict[str, Any] = {
+            "version": RECORD_VERSION,
+            "run_id": run.run_id,
+            "config": run.model_dump(mode="json"),
+            "environment": environment(self.options.device),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        phase = "setup"
+        try:
+            method = METHODS.get(run.method)(run.params)
+            record["method_info"] = {"structured": method.structured, "prunes": method.prunes, "strength": method.strength}
+
+            phase = "dense"
+            dense, dense_curves, dense_seconds = self._dense_network(run)
+
+            phase = "sparsify"
+            sparse, sparse_info = self._sparse_network(run, method, dense)
+
+            phase = "prune"
+            pruned, prune_info = self._prune(run, method, sparse, dense)
+            record["prune"] = prune_info
+            if pruned is None:
+                record["status"] = "unreachable"
+                return record
+
+            phase = "finetune"
+            device = self.options.device
+            pruned = pruned.to(device)
+            finetune = train_phase(
+                pruned, self.data, run.budget, run.budget.finetune_epochs, run.seed, "finetune", device,
+                units=_units_counter(method) if not method.structured else None,
+                select_best=True, amp=self.options.amp,
+            )
+            final = method.finalize(pruned)
+
+            phase = "measure"
+            record["metrics"] = self._measure(run, method, final, dense)
+            record["curves"] = dense_curves + sparse_info["curves"] + finetune.curves
+            record["best_finetune_epoch"] = finetune.best_epoch
+            record["seconds"] = {
+                "dense": dense_seconds,
+                "sparsify": sparse_info["seconds"],
+                "finetune": finetune.seconds,
+            }
+            record["status"] = "ok"
+        except DivergedError as error:
+            record["status"] = "failed"
+            record["error"] = {"phase": error.phase, "epoch": error.epoch, "message": str(error)}
+            logger.error("run %s failed: %s", run.label, error)
+        except Exception as error:  # one broken run must not stop the suite
+            record["status"] = "failed"
+            record["error"] = {"phase": phase, "epoch": None, "message": f"{type(error).__name__}: {error}",
+                               "traceback": traceback.format_exc()}
+            logger.error("run %s failed in phase %s: %s: %s", run.label, phase, type(error).__name__, error)
+        return record
+
+    # Phases ---------------------------------------------------------------
+
+    def _dense_network(self, run: RunConfig) -> tuple[nn.Module, list[dict], float]:
+        key = run.dense_key()
+        torch.manual_seed(run.seed)
+        model = build_model(run.model, self.data.spec)
+        cached = self.store.load_checkpoint("dense", key)
+        if cached is not None:
+            model.load_state_dict(cached["state"])
+            return model, cached["curves"], cached["seconds"]
+
+        model = model.to(self.options.device)
+        result = train_phase(model, self.data, run.budget, run.budget.dense_epochs, run.seed, "dense",
+                             self.options.device, amp=self.options.amp)
+        model = model.cpu()
+        self.store.save_checkpoint("dense", key, {"state": model.state_dict(), "curves": result.curves, "seconds": result.seconds})
+        return model, result.curves, result.seconds
+
+    def _sparse_network(self, run: RunConfig, method: PruningMethod, dense: nn.Module) -> tuple[nn.Module, dict]:
+        key = run.sparse_key()
+        if key in self._sparse_cache:
+            model, info = self._sparse_cache[key]
+            return model, info
+
+        torch.manual_seed(run.seed)
+        model = method.prepare(dense)
+        cached = self.store.load_checkpoint("sparse", key)
+        if cached is not None:
+            _load_state(model, cached["state"])
+            info = {"curves": cached["curves"], "seconds": cached["seconds"]}
+        else:
+            device = self.options.device
+            model = model.to(device)
+            result = train_phase(
+                model, self.data, run.budget, run.budget.sparsify_epochs, run.seed, "sparsify", device,
+                penalty=method.penalty, on_epoch_end=method.on_epoch_end, units=_units_counter(method),
+                param_groups=method.param_groups(model), amp=self.options.amp,
+            )
+            model = model.cpu()
+            info = {"curves": result.curves, "seconds": result.seconds}
+            self.store.save_checkpoint("sparse", key, {"state": model.state_dict(), **info})
+
+        self._sparse_cache.clear()  # one sparse network at a time keeps memory flat
+        self._sparse_cache[key] = (model, info)
+        return model, info
+
+    def _prune(self, run: RunConfig, method: PruningMethod, sparse: nn.Module, dense: nn.Module):
+        input_shape = self.data.spec.input_shape
+        example = torch.zeros(1, *input_shape)
+        sparse = sparse.cpu().eval()
+
+        if run.target is None:
+            keep = method.natural_keep(sparse)
+            info = {"kind": "natural", "target": None, "planned_fraction": None}
+        else:
+            dense_cost = _cost(dense, run.target.metric, input_shape)
+            scores = method.scores(sparse)
+            search = structured_budget if method.structured else unstructured_budget
+            base = method.plain(sparse) if method.structured else sparse
+            result = search(scores, base, input_shape, run.target.metric, run.target.fraction, dense_cost, run.ranking)
+            info = {"kind": "target", "target": run.target.model_dump(), "planned_fraction": result.achieved,
+                    "ranking": run.ranking}
+            if result.keep is None:
+                info["reason"] = result.reason
+                return None, info
+            keep = result.keep
+        return method.apply(sparse, keep, example), info
+
+    def _measure(self, run: RunConfig, method: PruningMethod, model: nn.Module, dense: nn.Module) -> dict[str, Any]:
+        device = self.options.device
+        input_shape = self.data.spec.input_shape
+        model = model.cpu().eval()
+
+        flops, unsupported = measure.flops_fvcore(model, input_shape)
+        dense_flops, _ = measure.flops_fvcore(dense, input_shape)
+        params = measure.count_params(model)
+        dense_params = measure.count_params(dense)
+        nonzero_params = measure.count_nonzero_params(model)
+        nonzero_flops = measure.flops_nonzero(model, input_shape)
+        effective_params = params if method.structured else nonzero_params
+        effective_flops = flops if method.structured else nonzero_flops
+
+        site_widths = widths(model) if method.structured or method.prunes == "nothing" else {}
+        dense_widths = {site.name: site.units for site in find_sites(dense)}
+        densities = {}
+        for name, module in model.named_modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                densities[name] = int(torch.count_nonzero(module.weight)) / module.weight.numel()
+
+        model = model.to(device)
+        latencies = [
+            measure.timing_dict(measure.latency(model, input_shape, b, device, run.measure.min_run_time_s, run.measure.threads))
+            for b in run.measure.latency_batch_sizes
+        ]
+        peak = {str(b): measure.peak_memory_bytes(model, input_shape, b, device) for b in run.measure.latency_batch_sizes}
+        test_error = evaluate(model, self.data.test, device)
+        val_error = evaluate(model, self.data.val, device)
+
+        return {
+            "test_error_pct": test_error,
+            "val_error_pct": val_error,
+            "params": params,
+            "params_nonzero": nonzero_params,
+            "dense_params": dense_params,
+            "params_fraction": effective_params / dense_params,
+            "flops_fvcore": flops,
+            "flops_nonzero": nonzero_flops,
+            "dense_flops_fvcore": dense_flops,
+            "flops_fraction": effective_flops / dense_flops,
+            "fvcore_unsupported_ops": unsupported,
+            "activation_bytes": measure.activation_bytes(model, input_shape),
+            "latency": latencies,
+            "peak_memory_bytes": peak,
+            "widths": site_widths,
+            "dense_widths": dense_widths,
+            "weight_density": densities,
+        }
+
+
+def _cost(model: nn.Module, metric: str, input_shape: tuple[int, ...]) -> float:
+    if metric == "params":
+        return float(measure.count_params(model))
+    return float(measure.flops_fvcore(model, input_shape)[0])
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a state dict, first recreating any pruning masks (``*_mask``) it contains."""
+    from baselines import apply_masks
+
+    masks = {key[: -len("_mask")]: value.bool() for key, value in state.items() if key.endswith("_mask")}
+    if masks:
+        apply_masks(model, masks)
+    model.load_state_dict(state)
+
+
+def run_suite(suite: Suite, options: RunOptions) -> SuiteOutcome:
+    """Run every missing run of ``suite`` into ``options.results_dir``."""
+    return SuiteRunner(suite, options).run()
