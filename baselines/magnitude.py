@@ -50,6 +50,16 @@ def pruned_count(model: nn.Module) -> int:
     return count
 
 
+@torch.no_grad()
+def _refresh_masked(model: nn.Module) -> None:
+    # prune sets ``weight = weight_orig * weight_mask`` in a forward pre-hook. Computed
+    # with autograd on, that tensor is not a graph leaf and makes copy.deepcopy fail,
+    # so it is recomputed here without autograd.
+    for module, name in prunable_weights(model):
+        if hasattr(module, f"{name}_mask"):
+            setattr(module, name, getattr(module, f"{name}_orig") * getattr(module, f"{name}_mask"))
+
+
 def prune_to_sparsity(model: nn.Module, sparsity: float) -> None:
     """Mask the globally smallest-magnitude weights until ``sparsity`` of them are zero.
 
@@ -61,11 +71,26 @@ def prune_to_sparsity(model: nn.Module, sparsity: float) -> None:
     extra = wanted - pruned_count(model)
     if extra <= 0:
         return
-    prune.global_unstructured(prunable_weights(model), pruning_method=prune.L1Unstructured, amount=extra)
+    # Rank the current weights: ``module.weight`` is only refreshed by a forward pass,
+    # so after an optimizer step it still holds the previous values.
+    scores = {}
+    for module, name in prunable_weights(model):
+        if hasattr(module, f"{name}_mask"):
+            scores[(module, name)] = (getattr(module, f"{name}_orig") * getattr(module, f"{name}_mask")).detach()
+        else:
+            scores[(module, name)] = getattr(module, name).detach()
+    prune.global_unstructured(
+        prunable_weights(model), pruning_method=prune.L1Unstructured, importance_scores=scores, amount=extra
+    )
+    _refresh_masked(model)
 
 
 def apply_masks(model: nn.Module, keep: dict[str, torch.Tensor]) -> None:
-    """Mask the weights by explicit boolean masks keyed by parameter name (``"fc1.weight"``)."""
+    """Mask the weights by explicit boolean masks keyed by parameter name (``"fc1.weight"``).
+
+    A weight that is already masked keeps its old zeros: the old mask is made
+    permanent first, so masks only ever grow.
+    """
     modules = dict(model.named_modules())
     for param_name, mask in keep.items():
         module_name, _, attribute = param_name.rpartition(".")
@@ -73,6 +98,7 @@ def apply_masks(model: nn.Module, keep: dict[str, torch.Tensor]) -> None:
         if prune.is_pruned(module) and hasattr(module, f"{attribute}_mask"):
             prune.remove(module, attribute)
         prune.custom_from_mask(module, attribute, mask.to(getattr(module, attribute).dtype))
+    _refresh_masked(model)
 
 
 def make_permanent(model: nn.Module) -> None:

@@ -1,8 +1,8 @@
 """Prune a trained network to a compression target with a method's own ranking.
 
 The cost of a candidate (parameters or FLOPs) is computed in closed form from
-the layer widths, so that a binary search over how many units to remove costs
-microseconds per step; the harness confirms the final size with fvcore. The
+the layer widths. A binary search over how many units to remove then costs
+microseconds per step, and the harness confirms the final size with fvcore. The
 closed form matches fvcore for networks of Linear, Conv2d and BatchNorm layers
 (fvcore counts pooling and activations as free), which a test checks.
 
@@ -207,6 +207,21 @@ def search_keep(
             mask = torch.ones(sizes[site], dtype=torch.bool)
             mask[sorted_idx[site][: removed[site]]] = False
             keep[site] = mask.view(scores[site].shape)
+
+        # Per-layer rounding can land well below the budget on coarse layers;
+        # put back each layer's best removed units while they still fit.
+        restored = True
+        while restored:
+            restored = False
+            for site in names:
+                if removed[site] == 0:
+                    continue
+                removed[site] -= 1
+                if cost_of_removed(removed) <= budget:
+                    keep[site].view(-1)[sorted_idx[site][removed[site]]] = True
+                    restored = True
+                else:
+                    removed[site] += 1
         return keep, cost_of_removed(removed)
 
     names, site_ids, unit_ids = _removal_order(_normalize(scores, ranking))
@@ -220,7 +235,7 @@ def search_keep(
     total = len(site_ids)
     if cost_at(total) > budget:
         return None, cost_at(total)
-    low, high = -1, total  # cost_at(high) <= budget always holds
+    low, high = -1, total  # invariant: cost_at(high) <= budget
     while high - low > 1:
         middle = (low + high) // 2
         if cost_at(middle) <= budget:

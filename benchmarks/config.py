@@ -13,7 +13,8 @@ import hashlib
 import itertools
 import json
 from pathlib import Path
-from typing import Any, Literal
+import typing
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -85,14 +86,27 @@ class MethodEntry(Strict):
 
 
 class Measure(Strict):
-    latency_batch_sizes: list[int] = Field(default_factory=lambda: [1, 64], description="batch sizes to time")
+    latency_batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 64], description="batch sizes to time")
     min_run_time_s: float = Field(0.2, gt=0, description="seconds of timed forward passes per batch size")
     threads: int = Field(1, ge=1, description="CPU threads while timing")
+
+
+class Resources(Strict):
+    """Resources one run requests from a cluster scheduler (Ray, Slurm)."""
+
+    cpus_per_run: float = Field(1.0, gt=0, description="CPUs per run")
+    gpus_per_run: float = Field(0.0, ge=0, description="GPUs per run (fractions share a GPU under Ray)")
+    slurm_partition: str | None = Field(None, description="Slurm partition")
+    slurm_time_minutes: int = Field(60, ge=1, description="Slurm time limit per run, minutes")
 
 
 class Suite(Strict):
     name: str
     description: str = ""
+    plugins: list[str] = Field(
+        default_factory=list, validate_default=True,
+        description="modules to import before the names are checked, each registering models, datasets or methods",
+    )
     dataset: str = Field("mnist5k", description="registered dataset name")
     dataset_options: dict[str, Any] = Field(default_factory=dict, description="options passed to the dataset loader")
     models: list[str] = Field(min_length=1)
@@ -104,6 +118,24 @@ class Suite(Strict):
         "global", description="how unit scores of different layers are compared when pruning to a target"
     )
     measure: Measure = Measure()
+    resources: Resources = Resources()
+
+    @field_validator("plugins")
+    @classmethod
+    def _load_plugins(cls, modules: list[str]) -> list[str]:
+        # Entry points and the listed modules register their names before _known_names checks them.
+        from benchmarks.plugins import PluginError, load_module_plugin, load_plugins
+
+        load_plugins()
+        problems = []
+        for i, module in enumerate(modules):
+            try:
+                load_module_plugin(module)
+            except PluginError as error:
+                problems.append(f"plugins[{i}]: {error}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return modules
 
     @model_validator(mode="after")
     def _known_names(self) -> "Suite":
@@ -127,9 +159,34 @@ class Suite(Strict):
             for model in entry.overrides:
                 if model not in self.models:
                     problems.append(f"methods[{i}].overrides.{model}: model {model!r} is not in this suite's models")
+            problems += _check_params(i, entry, method_class)
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+def _check_params(index: int, entry: "MethodEntry", method_class) -> list[str]:
+    """Validate every parameter combination of a method entry; return one message per problem."""
+    allowed = set(method_class.Params.model_fields)
+    if any(key not in allowed for key in [*entry.params, *entry.sweep]):
+        return []  # already reported as unknown keys
+    problems = []
+    candidates = [("params", dict(entry.params))]
+    for key, values in entry.sweep.items():
+        if not values:
+            problems.append(f"methods[{index}].sweep.{key}: empty list; give at least one value")
+        for j, value in enumerate(values):
+            candidates.append((f"sweep.{key}[{j}]", {**entry.params, key: value}))
+    for where, params in candidates:
+        try:
+            method_class.Params(**params)
+        except ValidationError as error:
+            for detail in error.errors():
+                field = ".".join(str(part) for part in detail["loc"])
+                problems.append(
+                    f"methods[{index}].{where}: {entry.name} parameter {field}: {detail['msg']} (got {detail.get('input')!r})"
+                )
+    return problems
 
 
 def _unknown(where: str, kind: str, value: str, valid: list[str]) -> str:
@@ -168,17 +225,74 @@ def load_suite(name_or_path: str) -> Suite:
     try:
         return Suite(**raw)
     except ValidationError as error:
-        raise SuiteError(f"{path}: " + "; ".join(_format_error(e) for e in error.errors())) from error
+        problems = [_format_error(e) for e in error.errors()]
+        # Suite._known_names runs only when every field is valid, so check the names here too.
+        if not any(e["loc"] == () for e in error.errors()):
+            problems += _raw_name_problems(raw)
+        raise SuiteError(f"{path}: " + "; ".join(problems)) from error
+
+
+def _raw_name_problems(raw: dict) -> list[str]:
+    """Return the unknown dataset, model, method and parameter names of a raw suite mapping."""
+    problems = []
+    dataset = raw.get("dataset")
+    if isinstance(dataset, str) and dataset not in DATASETS:
+        problems.append(_unknown("dataset", "dataset", dataset, DATASETS.names()))
+    models = raw.get("models")
+    for i, model in enumerate(models if isinstance(models, list) else []):
+        if isinstance(model, str) and model not in MODELS:
+            problems.append(_unknown(f"models[{i}]", "model", model, MODELS.names()))
+    methods = raw.get("methods")
+    for i, entry in enumerate(methods if isinstance(methods, list) else []):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name not in METHODS:
+            problems.append(_unknown(f"methods[{i}].name", "method", name, METHODS.names()))
+            continue
+        allowed = sorted(METHODS.get(name).Params.model_fields)
+        for where in ("params", "sweep"):
+            values = entry.get(where)
+            for key in values if isinstance(values, dict) else []:
+                if key not in allowed:
+                    problems.append(_unknown(f"methods[{i}].{where}.{key}", f"{name} parameter", key, allowed))
+    return problems
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """Return the field names of the schema model that contains the field at ``loc``, or [] when unknown."""
+    model = Suite
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if model is not None else None
+        model = _model_of(field.annotation) if field is not None else None
+    return sorted(model.model_fields) if model is not None else []
+
+
+def _model_of(annotation):
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        found = _model_of(argument)
+        if found is not None:
+            return found
+    return None
 
 
 def _format_error(error: dict) -> str:
     where = ".".join(str(part) for part in error["loc"]) or "suite"
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        return f"{where}: unknown field; remove it or check its spelling"
+        close = difflib.get_close_matches(str(error["loc"][-1]), _fields_at(error["loc"]), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{where}: unknown field{hint}; remove it or check its spelling"
     if error["type"] == "missing":
         return f"{where}: required field is missing"
-    return f"{where}: {message} (got {error.get('input')!r})" if error["type"] != "value_error" else message
+    if error["type"] == "value_error":
+        # Suite-level checks name their own locations; field validators do not.
+        return f"{where}: {message}" if error["loc"] else message
+    return f"{where}: {message} (got {error.get('input')!r})"
 
 
 class Target(Strict):

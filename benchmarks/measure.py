@@ -1,4 +1,4 @@
-"""What a pruned network costs: parameters, FLOPs, activation memory, latency.
+"""Cost measurements of a pruned network: parameters, FLOPs, activation memory, latency.
 
 FLOPs come from fvcore, which counts one multiply-add as one flop, counts the
 whole batch it is given, ignores convolution bias, counts BatchNorm in
@@ -42,10 +42,9 @@ def count_nonzero_params(model: nn.Module) -> int:
     total = 0
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
-            if name == "weight_orig":
-                total += int(torch.count_nonzero(_effective_weight(module)).item())
-            else:
-                total += int(torch.count_nonzero(param).item())
+            mask = getattr(module, name[: -len("_orig")] + "_mask", None) if name.endswith("_orig") else None
+            value = param * mask if mask is not None else param
+            total += int(torch.count_nonzero(value).item())
     return total
 
 

@@ -6,10 +6,32 @@ model's or method's name, and a plug-in registers the same way a built-in does.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass, field
 from typing import Generic, Iterator, TypeVar
 
 T = TypeVar("T")
+
+BUILT_IN = "built-in"
+# The origin that ``register`` records when its caller names none: "built-in",
+# or the plug-in that ``benchmarks.plugins`` is importing at the moment.
+_LOADING_ORIGIN: contextvars.ContextVar[str] = contextvars.ContextVar("registry_origin", default=BUILT_IN)
+
+
+@contextlib.contextmanager
+def loading_origin(origin: str) -> Iterator[None]:
+    """Record ``origin`` for every entry registered without an explicit origin inside the block.
+
+    Example:
+        >>> with loading_origin('suite plugin "my_pkg.models"'):
+        ...     pass  # import the plug-in here
+    """
+    token = _LOADING_ORIGIN.set(origin)
+    try:
+        yield
+    finally:
+        _LOADING_ORIGIN.reset(token)
 
 
 class UnknownNameError(KeyError):
@@ -33,8 +55,13 @@ class Registry(Generic[T]):
     _entries: dict[str, T] = field(default_factory=dict)
     _origins: dict[str, str] = field(default_factory=dict)
 
-    def register(self, name: str, origin: str = "built-in"):
-        """Return a decorator that registers its argument under ``name``."""
+    def register(self, name: str, origin: str | None = None):
+        """Return a decorator that registers its argument under ``name``.
+
+        Without ``origin`` the entry is "built-in", or, while
+        ``benchmarks.plugins`` imports a plug-in, that plug-in's origin.
+        """
+        origin = origin if origin is not None else _LOADING_ORIGIN.get()
 
         def decorate(entry: T) -> T:
             if name in self._entries:
@@ -51,6 +78,11 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             raise UnknownNameError(self.kind, name, sorted(self._entries)) from None
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a plug-in that failed half-way through its import leaves nothing behind)."""
+        self._entries.pop(name, None)
+        self._origins.pop(name, None)
 
     def origin(self, name: str) -> str:
         """Return where ``name`` was registered from."""

@@ -37,9 +37,10 @@ from benchmarks.data import DataSplits, load_dataset
 from benchmarks.methods.base import PruningMethod
 from benchmarks.models import build_model
 from benchmarks.registry import METHODS
-from benchmarks.store import RECORD_VERSION, ResultsStore
-from benchmarks.structure import find_sites, widths
-from benchmarks.training import DivergedError, evaluate, train_phase
+from benchmarks.store import RECORD_VERSION, ResultsStore, StoreError
+from benchmarks.export import ExportError, compact_checkpoint, sparse_state_dict_bytes, state_dict_bytes
+from benchmarks.structure import UnsupportedModelError, check_prunable, find_sites, widths
+from benchmarks.training import DivergedError, PhaseCheckpoint, evaluate, load_model_state, train_phase
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class SuiteOutcome:
     skipped: int = 0
     failed: list[str] = field(default_factory=list)
     unreachable: int = 0
+    # Runs held by another process on the same results folder.
+    busy: list[str] = field(default_factory=list)
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -77,9 +80,11 @@ def environment(device: torch.device) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "git_commit": _git_commit(),
     }
-    if device.type == "cuda":
-        info["cuda"] = torch.version.cuda
-        info["cudnn"] = torch.backends.cudnn.version()
+    # Present in every record, None off the GPU, so tables can group by them.
+    on_gpu = device.type == "cuda"
+    info["gpu"] = torch.cuda.get_device_name(device) if on_gpu else None
+    info["cuda"] = torch.version.cuda if on_gpu else None
+    info["cudnn"] = torch.backends.cudnn.version() if on_gpu else None
     return info
 
 
@@ -112,6 +117,9 @@ class SuiteRunner:
         self.store = ResultsStore(options.results_dir)
         self._data: DataSplits | None = None
         self._sparse_cache: dict[str, tuple[nn.Module, dict]] = {}
+        if options.device.type == "cuda":
+            # Each pruned shape gets its own kernel search; latency timing warms up first.
+            torch.backends.cudnn.benchmark = True
 
     @property
     def data(self) -> DataSplits:
@@ -124,19 +132,95 @@ class SuiteRunner:
             )
         return self._data
 
+    def check_data(self) -> None:
+        """Raise ``SuiteError`` when the suite does not fit its dataset (before any training)."""
+        from benchmarks.config import SuiteError
+
+        train_size = len(self.data.train)
+        if self.suite.budget.batch_size > train_size:
+            raise SuiteError(
+                f"budget.batch_size: {self.suite.budget.batch_size} is larger than the {train_size} training "
+                f"images of dataset {self.suite.dataset!r}; use at most {train_size}"
+            )
+
+    def check_models(self, runs: list[RunConfig]) -> None:
+        """Raise ``SuiteError`` before any training when a model of a structured method's run cannot be pruned.
+
+        The message names the model, the offending layer and the reason
+        (``benchmarks.structure.check_prunable``), so no run trains a network
+        that the surgery would cut into a wrong compact one.
+        """
+        from benchmarks.config import SuiteError
+
+        structured: dict[str, set[str]] = {}
+        for run in runs:
+            method = METHODS.get(run.method)
+            if method.structured and method.prunes != "nothing":
+                structured.setdefault(run.model, set()).add(run.method)
+        example = torch.zeros(1, *self.data.spec.input_shape)
+        problems = []
+        for model_name, methods in structured.items():
+            try:
+                check_prunable(build_model(model_name, self.data.spec), example)
+            except UnsupportedModelError as error:
+                problems.append(f"model {model_name!r} cannot be pruned structurally by {', '.join(sorted(methods))}: "
+                                f"{error}")
+        if problems:
+            raise SuiteError("; ".join(problems))
+
+    def plan(self) -> str:
+        """Return the runs, epochs and an estimated time, from a few measured training steps."""
+        self.check_data()
+        runs = expand_runs(self.suite)
+        pending = [run for run in runs if not self.store.has(run.run_id)]
+        self.check_models(pending)
+        budget = self.suite.budget
+        steps_per_epoch = -(-len(self.data.train) // budget.batch_size)
+        if budget.max_batches_per_epoch is not None:
+            steps_per_epoch = min(steps_per_epoch, budget.max_batches_per_epoch)
+
+        lines = [f"suite {self.suite.name}: {len(runs)} runs, {len(pending)} without a record",
+                 f"budget per run: {budget.dense_epochs} dense + {budget.sparsify_epochs} sparsity + "
+                 f"{budget.finetune_epochs} fine-tuning epochs of {steps_per_epoch} steps, batch {budget.batch_size}"]
+        total_seconds = 0.0
+        for model_name in self.suite.models:
+            step = _measure_step_seconds(model_name, self.data, budget, self.options.device)
+            model_runs = [r for r in pending if r.model == model_name]
+            dense_keys = {r.dense_key() for r in model_runs}
+            sparse_keys = {r.sparse_key() for r in model_runs}
+            epochs = (len(dense_keys) * budget.dense_epochs + len(sparse_keys) * budget.sparsify_epochs
+                      + len(model_runs) * budget.finetune_epochs)
+            seconds = epochs * steps_per_epoch * step
+            total_seconds += seconds
+            lines.append(f"  {model_name}: {len(model_runs)} runs, {epochs} epochs, {step * 1e3:.1f} ms per step, "
+                         f"about {seconds / 60:.1f} min of training")
+        lines.append(f"estimated training time: {total_seconds / 60:.1f} min on {measure.device_name(self.options.device)} "
+                     "(an estimate from measured steps; measurement and evaluation come on top)")
+        return "\n".join(lines)
+
     def run(self) -> SuiteOutcome:
         """Run every missing run of the suite and return what happened."""
+        self.check_data()
         self.store.ensure()
         outcome = SuiteOutcome()
         runs = expand_runs(self.suite)
         pending = [run for run in runs if not self.store.has(run.run_id)]
+        self.check_models(pending)
         outcome.skipped = len(runs) - len(pending)
         if outcome.skipped:
             logger.info("%d of %d runs already have records and are skipped", outcome.skipped, len(runs))
 
         for run in tqdm(pending, desc=f"suite {self.suite.name}", unit="run", disable=None):
-            record = self.execute(run)
-            self.store.write(record)
+            with self.store.claim(run.run_id) as claimed:
+                if not claimed:
+                    logger.info("run %s is being run by another process; leaving it", run.label)
+                    outcome.busy.append(run.label)
+                    continue
+                if self.store.has(run.run_id):  # finished by another process meanwhile
+                    outcome.skipped += 1
+                    continue
+                record = self.execute(run)
+                self.store.write(record)
             if record["status"] == "ok":
                 outcome.finished += 1
             elif record["status"] == "unreachable":
@@ -146,6 +230,12 @@ class SuiteRunner:
         self._sparse_cache.clear()
         return outcome
 
+    def _phase_checkpoint(self, kind: str, key: str) -> PhaseCheckpoint:
+        return PhaseCheckpoint(
+            save=lambda state: self.store.save_checkpoint(kind, key, state),
+            load=lambda: self.store.load_checkpoint(kind, key),
+        )
+
     def execute(self, run: RunConfig) -> dict[str, Any]:
         """Run one configuration and return its record; failures become failed records."""
         record: dict[str, Any] = {
@@ -153,6 +243,7 @@ class SuiteRunner:
             "run_id": run.run_id,
             "config": run.model_dump(mode="json"),
             "environment": environment(self.options.device),
+            "amp": self.options.amp,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         phase = "setup"
@@ -180,8 +271,10 @@ class SuiteRunner:
                 pruned, self.data, run.budget, run.budget.finetune_epochs, run.seed, "finetune", device,
                 units=_units_counter(method) if not method.structured else None,
                 select_best=True, amp=self.options.amp,
+                checkpoint=self._phase_checkpoint("partial-finetune", run.run_id),
             )
             final = method.finalize(pruned)
+            self._save_compact(run, final)
 
             phase = "measure"
             record["metrics"] = self._measure(run, method, final, dense)
@@ -193,10 +286,13 @@ class SuiteRunner:
                 "finetune": finetune.seconds,
             }
             record["status"] = "ok"
+            self.store.delete_checkpoint("partial-finetune", run.run_id)
         except DivergedError as error:
             record["status"] = "failed"
             record["error"] = {"phase": error.phase, "epoch": error.epoch, "message": str(error)}
             logger.error("run %s failed: %s", run.label, error)
+        except StoreError:  # a full disk or unusable folder would fail every later run too
+            raise
         except Exception as error:  # one broken run must not stop the suite
             record["status"] = "failed"
             record["error"] = {"phase": phase, "epoch": None, "message": f"{type(error).__name__}: {error}",
@@ -208,19 +304,25 @@ class SuiteRunner:
 
     def _dense_network(self, run: RunConfig) -> tuple[nn.Module, list[dict], float]:
         key = run.dense_key()
-        torch.manual_seed(run.seed)
-        model = build_model(run.model, self.data.spec)
-        cached = self.store.load_checkpoint("dense", key)
-        if cached is not None:
-            model.load_state_dict(cached["state"])
-            return model, cached["curves"], cached["seconds"]
+        # Other processes on this results folder wait here and then load the cache,
+        # so the dense network is trained once per (model, dataset, seed, budget).
+        with self.store.exclusive(f"dense-{key}"):
+            torch.manual_seed(run.seed)
+            model = build_model(run.model, self.data.spec)
+            cached = self.store.load_checkpoint("dense", key)
+            if cached is not None:
+                model.load_state_dict(cached["state"])
+                return model, cached["curves"], cached["seconds"]
 
-        model = model.to(self.options.device)
-        result = train_phase(model, self.data, run.budget, run.budget.dense_epochs, run.seed, "dense",
-                             self.options.device, amp=self.options.amp)
-        model = model.cpu()
-        self.store.save_checkpoint("dense", key, {"state": model.state_dict(), "curves": result.curves, "seconds": result.seconds})
-        return model, result.curves, result.seconds
+            model = model.to(self.options.device)
+            result = train_phase(model, self.data, run.budget, run.budget.dense_epochs, run.seed, "dense",
+                                 self.options.device, amp=self.options.amp,
+                                 checkpoint=self._phase_checkpoint("partial-dense", key))
+            model = model.cpu()
+            self.store.save_checkpoint("dense", key, {"state": model.state_dict(), "curves": result.curves,
+                                                      "seconds": result.seconds})
+            self.store.delete_checkpoint("partial-dense", key)
+            return model, result.curves, result.seconds
 
     def _sparse_network(self, run: RunConfig, method: PruningMethod, dense: nn.Module) -> tuple[nn.Module, dict]:
         key = run.sparse_key()
@@ -228,23 +330,26 @@ class SuiteRunner:
             model, info = self._sparse_cache[key]
             return model, info
 
-        torch.manual_seed(run.seed)
-        model = method.prepare(dense)
-        cached = self.store.load_checkpoint("sparse", key)
-        if cached is not None:
-            _load_state(model, cached["state"])
-            info = {"curves": cached["curves"], "seconds": cached["seconds"]}
-        else:
-            device = self.options.device
-            model = model.to(device)
-            result = train_phase(
-                model, self.data, run.budget, run.budget.sparsify_epochs, run.seed, "sparsify", device,
-                penalty=method.penalty, on_epoch_end=method.on_epoch_end, units=_units_counter(method),
-                param_groups=method.param_groups(model), amp=self.options.amp,
-            )
-            model = model.cpu()
-            info = {"curves": result.curves, "seconds": result.seconds}
-            self.store.save_checkpoint("sparse", key, {"state": model.state_dict(), **info})
+        with self.store.exclusive(f"sparse-{key}"):
+            torch.manual_seed(run.seed)
+            model = method.prepare(dense)
+            cached = self.store.load_checkpoint("sparse", key)
+            if cached is not None:
+                load_model_state(model, cached["state"])
+                info = {"curves": cached["curves"], "seconds": cached["seconds"]}
+            else:
+                device = self.options.device
+                model = model.to(device)
+                result = train_phase(
+                    model, self.data, run.budget, run.budget.sparsify_epochs, run.seed, "sparsify", device,
+                    penalty=method.penalty, on_epoch_end=method.on_epoch_end, units=_units_counter(method),
+                    param_groups=method.param_groups(model), amp=self.options.amp,
+                    checkpoint=self._phase_checkpoint("partial-sparse", key),
+                )
+                model = model.cpu()
+                info = {"curves": result.curves, "seconds": result.seconds}
+                self.store.save_checkpoint("sparse", key, {"state": model.state_dict(), **info})
+                self.store.delete_checkpoint("partial-sparse", key)
 
         self._sparse_cache.clear()  # one sparse network at a time keeps memory flat
         self._sparse_cache[key] = (model, info)
@@ -319,24 +424,50 @@ class SuiteRunner:
             "peak_memory_bytes": peak,
             "widths": site_widths,
             "dense_widths": dense_widths,
+            # JSON records sort keys, so the network order of the sites is stored separately.
+            "sites": list(dense_widths),
             "weight_density": densities,
+            # torch.save of the state dict; masks keep dense tensors, so only the sparse form shrinks.
+            "file_bytes": state_dict_bytes(model),
+            "dense_file_bytes": state_dict_bytes(dense),
+            "sparse_file_bytes": None if method.structured else sparse_state_dict_bytes(model),
         }
+
+    def _save_compact(self, run: RunConfig, model: nn.Module) -> None:
+        """Save the final network as checkpoints/compact-RUN_ID.pt, which ``benchmarks.load_compact`` rebuilds."""
+        try:
+            state = compact_checkpoint(model, self.data.spec.input_shape)
+        except ExportError as error:
+            logger.warning("run %s: the final network is not saved for export: %s", run.label, error)
+            return
+        self.store.save_checkpoint("compact", run.run_id, state)
+
+
+def _measure_step_seconds(model_name: str, data: DataSplits, budget, device: torch.device, steps: int = 5) -> float:
+    """Return the median seconds of one plain training step of ``model_name`` at the suite's batch size."""
+    import statistics
+
+    model = build_model(model_name, data.spec).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    images = data.train.images[: budget.batch_size].to(device)
+    labels = data.train.labels[: budget.batch_size].to(device)
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        loss = nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])  # the first step pays for allocation and kernel selection
 
 
 def _cost(model: nn.Module, metric: str, input_shape: tuple[int, ...]) -> float:
     if metric == "params":
         return float(measure.count_params(model))
     return float(measure.flops_fvcore(model, input_shape)[0])
-
-
-def _load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load a state dict, first recreating any pruning masks (``*_mask``) it contains."""
-    from baselines import apply_masks
-
-    masks = {key[: -len("_mask")]: value.bool() for key, value in state.items() if key.endswith("_mask")}
-    if masks:
-        apply_masks(model, masks)
-    model.load_state_dict(state)
 
 
 def run_suite(suite: Suite, options: RunOptions) -> SuiteOutcome:

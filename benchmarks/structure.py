@@ -138,7 +138,8 @@ def remove_units(model: nn.Sequential, keep: dict[str, torch.Tensor], example_in
         prune_fn = tp.prune_linear_out_channels if isinstance(layer, nn.Linear) else tp.prune_conv_out_channels
         graph.get_pruning_group(layer, prune_fn, idxs=removed).prune()
 
-    if INPUT_SITE in keep and any(site.name == INPUT_SITE for site in sites):
+    input_pruned = INPUT_SITE in keep and not bool(keep[INPUT_SITE].all())
+    if input_pruned and any(site.name == INPUT_SITE for site in sites):
         compact = _select_inputs(compact, keep[INPUT_SITE].bool())
     return compact
 
@@ -198,3 +199,121 @@ def mask_units(model: nn.Sequential, keep: dict[str, torch.Tensor]) -> nn.Sequen
             target = flatten_before[site.consumer]
         modules[target].register_forward_pre_hook(_UnitMask(mask))
     return masked
+
+
+# Layers the surgery handles at the top level of a Sequential, with the
+# reason: each maps unit i of its input to unit i of its output, or is a
+# weighted layer whose units torch-pruning removes.
+ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Identity,
+               nn.Dropout, nn.Dropout2d)
+SUPPORTED_LAYERS = (*WEIGHTED, nn.BatchNorm1d, nn.BatchNorm2d, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten,
+                    FeatureSelect, *ELEMENTWISE)
+# Tensor methods and functions that change which position of a tensor contains which unit.
+RESHAPES = {"view", "reshape", "flatten", "unflatten", "permute", "transpose", "t", "squeeze", "unsqueeze",
+            "expand", "repeat", "cat", "stack", "split", "chunk", "narrow", "roll", "gather", "index_select"}
+
+
+class UnsupportedModelError(ValueError):
+    """A network the structural surgery cannot prune; ``module`` names the offending layer."""
+
+    def __init__(self, module: str, reason: str) -> None:
+        super().__init__(f"{module}: {reason}")
+        self.module = module
+        self.reason = reason
+
+
+def check_prunable(model: nn.Module, example_input: torch.Tensor) -> None:
+    """Raise ``UnsupportedModelError`` unless ``remove_units`` can prune ``model`` correctly.
+
+    The model must be a flat ``nn.Sequential`` of ``SUPPORTED_LAYERS`` with
+    at least two weighted layers. The layers must be of exactly those types,
+    convolutions ungrouped, and a Flatten must keep the batch dimension
+    only. Removing one unit at every site must then give the same outputs as
+    masking it. Run the check before training, because a custom module (a
+    reshape such as ``x.view`` in its forward, or layers nested inside it)
+    would give a wrong compact network.
+
+    Example:
+        >>> check_prunable(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), torch.zeros(1, 4))
+    """
+    if not isinstance(model, nn.Sequential) or type(model).forward is not nn.Sequential.forward:
+        raise UnsupportedModelError(
+            f"the model ({type(model).__name__})",
+            "the structural surgery needs a flat nn.Sequential of supported layers; "
+            "build the network as nn.Sequential(OrderedDict(name=layer, ...))",
+        )
+    for name, module in model.named_children():
+        reason = _unsupported_reason(module)
+        if reason is not None:
+            raise UnsupportedModelError(f"layer {name!r} ({type(module).__name__})", reason)
+    try:
+        sites = find_sites(model)
+    except ValueError as error:
+        raise UnsupportedModelError(f"the model ({type(model).__name__})", str(error)) from None
+    _check_removal_matches_masking(model, sites, example_input)
+
+
+def _unsupported_reason(module: nn.Module) -> str | None:
+    """Return why ``module`` cannot be a layer of a prunable Sequential, or None when it can."""
+    if isinstance(module, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+        return "a nested container; put its layers directly into the top-level nn.Sequential"
+    supported = next((base for base in SUPPORTED_LAYERS if isinstance(module, base)), None)
+    if supported is None:
+        return _custom_module_reason(module)
+    if type(module).forward is not supported.forward:
+        return (f"a subclass of {supported.__name__} with its own forward, which the surgery cannot see into; "
+                f"use {supported.__name__} itself")
+    if isinstance(module, nn.Conv2d) and module.groups != 1:
+        return f"a grouped convolution (groups={module.groups}) couples its input and output channels"
+    if isinstance(module, nn.Flatten) and (module.start_dim, module.end_dim) != (1, -1):
+        return f"Flatten(start_dim={module.start_dim}, end_dim={module.end_dim}); only Flatten(1, -1) keeps units apart"
+    return None
+
+
+def _custom_module_reason(module: nn.Module) -> str:
+    kind = type(module).__name__
+    supported = ", ".join(layer.__name__ for layer in SUPPORTED_LAYERS)
+    try:
+        graph = torch.fx.symbolic_trace(module).graph
+    except Exception as error:  # fx raises many types for code it cannot trace
+        return (f"custom module {kind} whose forward cannot be traced ({type(error).__name__}), so the surgery "
+                f"cannot see how it maps units; use only these layers: {supported}")
+    calls = sorted({getattr(node.target, "__name__", str(node.target)) for node in graph.nodes
+                    if node.op in ("call_method", "call_function")
+                    and getattr(node.target, "__name__", node.target) in RESHAPES})
+    if calls:
+        return (f"custom module {kind} calls {', '.join(calls)} in its forward, a reshape that the structural "
+                f"surgery cannot follow; use nn.Flatten and the supported layers instead")
+    nested = [name for name, child in module.named_modules() if isinstance(child, WEIGHTED)]
+    if nested:
+        return (f"custom module {kind} holds weighted layers ({', '.join(nested)}) that the surgery cannot reach; "
+                f"put them directly into the top-level nn.Sequential")
+    return f"custom module {kind} is not a layer the structural surgery supports; use only these layers: {supported}"
+
+
+@torch.no_grad()
+def _check_removal_matches_masking(model: nn.Sequential, sites: list[Site], example_input: torch.Tensor) -> None:
+    """Remove the last unit of every site and compare with masking it; raise on any difference."""
+    keep = {}
+    for site in sites:
+        mask = torch.ones(site.units, dtype=torch.bool)
+        mask[-1] = False
+        keep[site.name] = mask
+    reference = copy.deepcopy(model).eval()
+    inputs = torch.randn(1, *example_input.shape[1:], generator=torch.Generator().manual_seed(0))
+    try:
+        compact = remove_units(reference, keep, example_input).eval()
+        expected = mask_units(reference, keep).eval()(inputs)
+        actual = compact(inputs)
+    except Exception as error:  # torch-pruning and a failed forward raise many types
+        raise UnsupportedModelError(
+            f"the model ({type(model).__name__})",
+            f"removing one unit per site failed with {type(error).__name__}: {error}",
+        ) from None
+    scale = float(expected.abs().max()) or 1.0
+    if actual.shape != expected.shape or not torch.allclose(actual, expected, rtol=1e-4, atol=1e-5 * scale):
+        raise UnsupportedModelError(
+            f"the model ({type(model).__name__})",
+            "removing one unit per site gives other outputs than masking it, so the compact network would be wrong; "
+            "check for layers that couple units",
+        )

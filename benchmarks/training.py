@@ -1,6 +1,6 @@
 """The training loop every phase and every method shares.
 
-The loop never asks which method it trains: the method's penalty is added to
+The loop does not depend on which method it trains: the method's penalty is added to
 the loss and its ``on_epoch_end`` runs after each epoch, both as plain
 callables. The data order of epoch ``e`` in phase ``p`` depends only on the
 seed, the phase and ``e``, so every method sees the same batches.
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 
 class DivergedError(RuntimeError):
-    """The loss became NaN or infinite; ``phase`` and ``epoch`` say where."""
+    """The loss became NaN or infinite; ``phase`` and ``epoch`` give where."""
 
     def __init__(self, phase: str, epoch: int, loss: float) -> None:
         super().__init__(f"loss became {loss} in phase {phase!r} at epoch {epoch}")
@@ -35,9 +35,42 @@ class DivergedError(RuntimeError):
         self.epoch = epoch
 
 
+class PhaseCheckpoint:
+    """Storage for a phase's state after every epoch, read back after a kill.
+
+    ``save`` receives a dict of tensors and plain values; ``load`` returns the
+    last saved dict or None. Both are supplied by the caller (the results store).
+    """
+
+    def __init__(self, save: Callable[[dict], None], load: Callable[[], dict | None]) -> None:
+        self.save = save
+        self.load = load
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a state dict, first recreating any pruning masks (``*_mask``) it contains."""
+    from baselines import apply_masks
+
+    masks = {key[: -len("_mask")]: value.bool() for key, value in state.items() if key.endswith("_mask")}
+    if masks:
+        apply_masks(model, masks)
+    model.load_state_dict(state)
+
+
+def _canonical_groups(model: nn.Module, groups: list[dict]) -> list[dict]:
+    """Order each group's parameters by name, ``_orig`` suffixes ignored.
+
+    torch.nn.utils.prune re-registers ``weight`` as ``weight_orig``, which
+    changes the order of ``model.parameters()``. The optimizer state of a
+    resumed phase lines up only when the order does not depend on that.
+    """
+    names = {id(p): name.replace("_orig", "") for name, p in model.named_parameters()}
+    return [{**group, "params": sorted(group["params"], key=lambda p: names.get(id(p), ""))} for group in groups]
+
+
 @dataclass
 class PhaseResult:
-    """What one phase did: per-epoch curves and wall time."""
+    """Result of one phase: per-epoch curves and wall time."""
 
     curves: list[dict] = field(default_factory=list)
     seconds: float = 0.0
@@ -100,6 +133,7 @@ def train_phase(
     param_groups: list[dict] | None = None,
     select_best: bool = False,
     amp: bool = False,
+    checkpoint: PhaseCheckpoint | None = None,
 ) -> PhaseResult:
     """Train ``model`` in place for ``epochs`` epochs and return its curves.
 
@@ -112,6 +146,8 @@ def train_phase(
         select_best: restore the weights of the epoch with the lowest
             validation error at the end (ties go to the later epoch).
         amp: use CUDA mixed precision (bfloat16 autocast).
+        checkpoint: saves the phase after every epoch and resumes from the
+            last saved epoch; on CPU a resumed phase equals an uninterrupted one.
 
     Raises:
         DivergedError: when the loss becomes NaN or infinite.
@@ -121,14 +157,29 @@ def train_phase(
         return result
 
     groups = param_groups or [{"params": list(model.parameters()), "lr_factor": 1.0}]
-    optimizer = make_optimizer(groups, budget.optimizer)
+    optimizer = make_optimizer(_canonical_groups(model, groups), budget.optimizer)
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(phase_seed(seed, phase))
     torch.manual_seed(phase_seed(seed, phase + ":noise"))
     best_error, best_state = math.inf, None
-    start = time.perf_counter()
+    first_epoch, elapsed = 0, 0.0
 
-    for epoch in tqdm(range(epochs), desc=phase, leave=False, unit="epoch", disable=None):
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        load_model_state(model, saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        result.curves = list(saved["curves"])
+        best_error = saved["best_error"]
+        best_state = saved["best_state"]
+        result.best_epoch = saved["best_epoch"]
+        first_epoch, elapsed = saved["epoch"] + 1, saved["seconds"]
+        logger.info("%s: resuming after epoch %d of %d", phase, first_epoch, epochs)
+    start = time.perf_counter() - elapsed
+
+    for epoch in tqdm(range(first_epoch, epochs), desc=phase, leave=False, unit="epoch", disable=None,
+                      initial=first_epoch, total=epochs):
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(budget.optimizer, epoch, epochs) * group["lr_factor"]
         model.train()
@@ -151,12 +202,15 @@ def train_phase(
             objective.backward()
             optimizer.step()
 
-            value = float(objective.detach())
-            if not math.isfinite(value):
-                raise DivergedError(phase, epoch, value)
-            total_loss += float(loss.detach()) * labels.numel()
-            total_penalty += (float(extra.detach()) if extra is not None else 0.0) * labels.numel()
+            # Sums stay on the device; reading them every step would synchronise CUDA.
+            total_loss = total_loss + loss.detach().double() * labels.numel()
+            if extra is not None:
+                total_penalty = total_penalty + extra.detach().double() * labels.numel()
             seen += labels.numel()
+
+        total_loss, total_penalty = float(total_loss), float(total_penalty)
+        if not (math.isfinite(total_loss) and math.isfinite(total_penalty)):
+            raise DivergedError(phase, epoch, total_loss + total_penalty)
 
         if on_epoch_end is not None:
             on_epoch_end(model, epoch, epochs)
@@ -177,6 +231,20 @@ def train_phase(
         if select_best and val_error <= best_error:
             best_error, best_state = val_error, copy.deepcopy(model.state_dict())
             result.best_epoch = epoch
+
+        if checkpoint is not None and epoch + 1 < epochs:
+            checkpoint.save({
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "curves": result.curves,
+                "best_error": best_error,
+                "best_state": best_state,
+                "best_epoch": result.best_epoch,
+                "epoch": epoch,
+                "seconds": time.perf_counter() - start,
+            })
 
     if select_best and best_state is not None:
         model.load_state_dict(best_state)

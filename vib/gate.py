@@ -61,8 +61,8 @@ class InformationBottleneck(nn.Module):
         self.mu = nn.Parameter(torch.empty(num_units).normal_(init_mu, 0.01))
         self.log_sigma2 = nn.Parameter(torch.full((num_units,), float(init_log_sigma2)))
 
-        # Positions per unit in the last input seen (H * W for feature maps);
-        # the KL term counts every position, as the reference code does.
+        # Positions per unit in the last input seen (H * W for feature maps).
+        # The KL term counts every position, so a channel costs in proportion to its feature map.
         self.register_buffer("spatial_size", torch.tensor(1, dtype=torch.long))
 
     def extra_repr(self) -> str:

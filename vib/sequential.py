@@ -129,7 +129,7 @@ def fold_gates(model: nn.Sequential, keep: dict[str, torch.Tensor] | None = None
     The input weights of the layer after a gate are multiplied by
     ``mu * keep`` per unit, so the result equals the gated network in
     evaluation mode. Pruned units get a zero scale; removing them is the
-    caller's job. ``keep`` defaults to each gate's own mask.
+    caller's job. ``keep`` defaults to each gate's own mask, site by site.
 
     Raises:
         ValueError: when something other than a linear, channel-wise step
@@ -143,7 +143,8 @@ def fold_gates(model: nn.Sequential, keep: dict[str, torch.Tensor] | None = None
     for name, module in children:
         if isinstance(module, InformationBottleneck):
             site = name[: -len("_ib")] if name.endswith("_ib") else name
-            unit_keep = module.mask() if keep is None else keep[site].to(module.mu.dtype)
+            # Sites missing from ``keep`` use the gate's own mask.
+            unit_keep = keep[site].to(module.mu.dtype) if keep is not None and site in keep else module.mask()
             pending.append((name, (module.mu * unit_keep).detach()))
             continue
 

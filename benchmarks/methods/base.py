@@ -1,10 +1,11 @@
 """The protocol every pruning method follows, so the harness never branches on a name.
 
-A method turns a dense network into a pruned one in four steps that the
-harness calls in order: ``prepare`` the model (insert gates or BatchNorm),
-add ``penalty`` to the loss during the sparsity phase (and ``on_epoch_end``
-for schedules), rank units by ``scores``, and ``apply`` keep masks, either
-the method's own (``natural_keep``) or ones the harness chose for a budget.
+A method turns a dense network into a pruned one in four steps, which the
+harness calls in order. It ``prepare``s the model (inserts gates or
+BatchNorm), adds ``penalty`` to the loss during the sparsity phase (with
+``on_epoch_end`` for schedules), ranks units by ``scores``, and ``apply``s
+keep masks. The masks are the method's own (``natural_keep``) or the ones
+the harness chose for a budget target.
 """
 
 from __future__ import annotations

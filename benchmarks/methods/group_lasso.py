@@ -52,4 +52,10 @@ class GroupLasso(PruningMethod):
         return {site: norm.detach() for site, norm in self._norms(model).items()}
 
     def natural_keep(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        return {site: norm >= self.params.threshold for site, norm in self.scores(model).items()}
+        keep = {}
+        for site, norm in self.scores(model).items():
+            mask = norm >= self.params.threshold
+            # A layer whose every group fell below the threshold keeps its strongest unit.
+            mask[norm.argmax()] = True
+            keep[site] = mask
+        return keep

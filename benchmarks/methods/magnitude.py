@@ -29,7 +29,7 @@ class MagnitudePruning(PruningMethod):
     """Han et al. 2015 with Zhu and Gupta's schedule: mask the smallest weights globally.
 
     NOTE: a masked network keeps its dense tensors, so its latency and file
-    size do not shrink; the non-zero counts are what sparse storage would need.
+    size do not shrink. The non-zero counts are what sparse storage would need.
     """
 
     name = "magnitude"

@@ -9,7 +9,7 @@ from torch import nn
 import vib
 from benchmarks.methods.base import MethodParams, PruningMethod
 from benchmarks.registry import METHODS
-from benchmarks.structure import remove_units
+from benchmarks.structure import find_sites, remove_units
 
 
 class VIBNetParams(MethodParams):
@@ -35,6 +35,10 @@ class VIBNet(PruningMethod):
     Params = VIBNetParams
 
     def prepare(self, model: nn.Sequential) -> nn.Sequential:
+        sites = [site.name for site in find_sites(model, include_input=self.params.gate_input)]
+        unknown = sorted(set(self.params.kl_factors) - set(sites))
+        if unknown:
+            raise ValueError(f"kl_factors names unknown layers {unknown}; valid layer names: {', '.join(sites)}")
         return vib.insert_gates(
             model,
             gate_input=self.params.gate_input,
@@ -44,8 +48,8 @@ class VIBNet(PruningMethod):
         )
 
     def param_groups(self, model: nn.Module) -> list[dict]:
-        # The reference code gives the gates their own learning rate; at 1e-3
-        # Adam moves log sigma^2 about 1e-3 per step, too slow to leave -9 in a short budget.
+        # VIBNet's reference implementation has a separate learning rate for the gates (ib_lr).
+        # At 1e-3 Adam moves log sigma^2 about 1e-3 per step, too slow to leave -9 in a short budget.
         gate_params = {id(p) for gate in vib.gates(model).values() for p in gate.parameters()}
         weights = [p for p in model.parameters() if id(p) not in gate_params]
         gate_list = [p for p in model.parameters() if id(p) in gate_params]

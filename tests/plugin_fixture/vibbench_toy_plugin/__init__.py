@@ -1,0 +1,1 @@
+"""A tiny vibbench plug-in used by the tests: a model, a method and a module that fails on import."""
