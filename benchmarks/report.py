@@ -205,6 +205,10 @@ def _ordered_widths(widths: dict[str, Any], order: list[str] | None = None) -> d
     return {name: int(widths[name]) for name in names}
 
 
+def _optional_float(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
 def _metric_fields(metrics: dict[str, Any]) -> dict[str, Any]:
     latency = {int(timing["batch_size"]): float(timing["median_ms"]) for timing in metrics["latency"]}
     order = metrics.get("sites")
@@ -224,6 +228,10 @@ def _metric_fields(metrics: dict[str, Any]) -> dict[str, Any]:
         "dense_flops_fvcore": int(metrics["dense_flops_fvcore"]),
         "flops_fraction": float(metrics["flops_fraction"]),
         "activation_bytes": int(metrics["activation_bytes"]),
+        # File sizes came later than the other metrics; older records lack them.
+        "file_bytes": _optional_float(metrics.get("file_bytes")),
+        "dense_file_bytes": _optional_float(metrics.get("dense_file_bytes")),
+        "sparse_file_bytes": _optional_float(metrics.get("sparse_file_bytes")),
         "latency_ms": latency,
         "peak_memory_bytes": {int(size): value for size, value in (metrics.get("peak_memory_bytes") or {}).items()},
         "widths": widths,
@@ -361,7 +369,7 @@ AGGREGATE_METRICS = [
     "error_pct_mean", "error_pct_std", "val_error_pct_mean", "val_error_pct_std", "params_fraction_mean",
     "params_fraction_std", "flops_fraction_mean", "flops_fraction_std", "params", "params_nonzero", "dense_params",
     "flops_fvcore", "flops_nonzero", "dense_flops_fvcore", "activation_bytes", "params_pruned_pct",
-    "flops_reduction_x", "activation_kib",
+    "flops_reduction_x", "activation_kib", "file_kib", "dense_file_kib", "sparse_file_kib",
 ]
 
 
@@ -409,6 +417,9 @@ def _aggregate_group(group: pd.DataFrame, batch_sizes: list[int]) -> dict[str, A
     point["params_pruned_pct"] = 100.0 * (1.0 - point["params_fraction_mean"])
     point["flops_reduction_x"] = 1.0 / point["flops_fraction_mean"] if point["flops_fraction_mean"] > 0 else math.inf
     point["activation_kib"] = point["activation_bytes"] / 1024.0
+    for name in ("file", "dense_file", "sparse_file"):
+        sizes = ok[f"{name}_bytes"].dropna() if f"{name}_bytes" in ok else pd.Series(dtype=float)
+        point[f"{name}_kib"] = float(sizes.mean()) / 1024.0 if not sizes.empty else math.nan
     for batch_size in batch_sizes:
         medians = [latency.get(batch_size) for latency in ok["latency_ms"]]
         medians = [value for value in medians if value is not None]
@@ -638,6 +649,10 @@ def main_columns(batch_sizes: list[int], peak_batch_sizes: list[int] = ()) -> li
         Column("FLOPs reduction (x)", _when_ok(lambda r: _number(r["flops_reduction_x"])), lambda r: r["flops_reduction_x"], "higher"),
         Column("activation memory (KiB, one input)", _when_ok(lambda r: _number(r["activation_kib"], 1)),
                lambda r: r["activation_kib"], "lower"),
+        Column("file (KiB, state_dict)", _when_ok(lambda r: _number(r["file_kib"], 1)), lambda r: r["file_kib"], "lower"),
+        Column("dense file (KiB)", _when_ok(lambda r: _number(r["dense_file_kib"], 1))),
+        Column("sparse file (KiB, masked weights stored CSR)", _when_masked(lambda r: _number(r["sparse_file_kib"], 1)),
+               lambda r: r["sparse_file_kib"], "lower"),
     ]
     for batch_size in batch_sizes:
         columns.append(Column(
@@ -821,7 +836,8 @@ def main_csv(points: pd.DataFrame, published: pd.DataFrame, batch_sizes: list[in
         }
         for column in ("error_pct_mean", "error_pct_std", "val_error_pct_mean", "params", "params_nonzero",
                        "params_fraction_mean", "params_pruned_pct", "flops_fvcore", "flops_nonzero",
-                       "flops_fraction_mean", "flops_reduction_x", "activation_kib"):
+                       "flops_fraction_mean", "flops_reduction_x", "activation_kib", "file_kib",
+                       "dense_file_kib", "sparse_file_kib"):
             row[column] = point[column] if ok else math.nan
         for batch_size in batch_sizes:
             for column in (f"latency_b{batch_size}_median_ms", f"peak_memory_b{batch_size}_kib"):

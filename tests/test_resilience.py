@@ -764,20 +764,17 @@ def test_results_dir_is_file(cli, tmp_path):
     assert results.read_text(encoding="utf-8") == "not a folder\n"
 
 
-def test_results_dir_unreadable(cli, tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root ignores permission bits, so a chmod 000 folder stays writable")
+def test_results_dir_unreadable(cli, tmp_path, monkeypatch):
+    # Root ignores permission bits, so the permission check itself is made to fail.
     suite = write_suite(tmp_path, TINY_SUITE)
-    parent = tmp_path / "locked"
-    parent.mkdir()
-    parent.chmod(0)
-    try:
-        status, _, stderr = cli("run", str(suite), "--results-dir", str(parent / "results"), "--device", "cpu",
-                                "--no-report")
-    finally:
-        parent.chmod(0o755)
+    results = tmp_path / "results"
+    real_access = os.access
+    monkeypatch.setattr("benchmarks.store.os.access",
+                        lambda path, mode: False if str(path).startswith(str(results)) else real_access(path, mode))
 
-    _assert_one_line_error(status, stderr, "is not usable")
+    status, _, stderr = cli("run", str(suite), "--results-dir", str(results), "--device", "cpu", "--no-report")
+
+    _assert_one_line_error(status, stderr, "is not usable: permission denied")
 
 
 def _fail_with_enospc(*args, **kwargs):
