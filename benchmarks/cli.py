@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto, the GPU where CUDA is available, else the CPU)")
     run.add_argument("--amp", action="store_true", help="train with CUDA mixed precision (bfloat16)")
+    run.add_argument("--loader-workers", type=int, default=0,
+                     help="DataLoader worker processes for training batches (default 0: gather in the main process)")
     run.add_argument("--no-report", action="store_true", help="do not write the tables after the runs")
     run.add_argument("--dry-run", action="store_true", help="validate the suite, print the plan and an estimated time, and exit")
     run.add_argument("--executor", default="local", choices=["local", "ray", "slurm"],
@@ -106,8 +108,15 @@ def _command_run(args: argparse.Namespace) -> int:
     if args.amp and device.type != "cuda":
         raise UsageError(f"--amp: mixed precision needs a CUDA device, but the device is {device.type}; "
                          "drop --amp or use --device cuda")
+    if args.loader_workers < 0:
+        raise UsageError(f"--loader-workers {args.loader_workers}: invalid value; give 0 or more")
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: invalid value; give 1 or more")
+    if args.workers > 1 and args.executor != "local":
+        raise UsageError(f"--workers {args.workers} applies to --executor local only; "
+                         f"--executor {args.executor} schedules runs itself, so drop --workers")
     options = RunOptions(results_dir=results_dir, data_dir=args.data_dir, download=args.download,
-                         device=device, amp=args.amp)
+                         device=device, amp=args.amp, loader_workers=args.loader_workers)
     runner = SuiteRunner(suite, options)
     if args.dry_run:
         print(runner.plan())
@@ -137,12 +146,10 @@ def _run_distributed(args: argparse.Namespace, suite, options, runner):
     from benchmarks import executors
     from benchmarks.runner import SuiteOutcome
 
-    if args.workers < 1:
-        raise UsageError(f"--workers {args.workers}: invalid value; give 1 or more")
-    runner.store.ensure()
     runner.check_data()
     runs = executors.pending_runs(suite, runner.store)
     runner.check_models(runs)
+    runner.store.ensure()
     total = len(executors.expand_runs(suite))
     workers = args.workers if args.executor == "local" else 1
     spec = executors.WorkerSpec(
@@ -193,7 +200,7 @@ def _command_list(args: argparse.Namespace) -> int:
         "models": [(n, MODELS.origin(n), _first_line(MODELS.get(n))) for n in MODELS.names()],
         "datasets": [(n, DATASETS.origin(n), _first_line(DATASETS.get(n))) for n in DATASETS.names()],
         "methods": [(n, METHODS.origin(n), f"prunes {METHODS.get(n).prunes}") for n in METHODS.names()],
-        "suites": [(n, "built-in", "") for n in builtin_suites()],
+        "suites": [(n, "built-in", _suite_description(n)) for n in builtin_suites()],
     }
     for kind, rows in sections.items():
         if args.what and kind != args.what:
@@ -218,6 +225,13 @@ def _command_export(args: argparse.Namespace) -> int:
     summary = export_run(args.results_dir, args.run_id, args.format, args.output)
     print(f"wrote {args.output} and {summary}")
     return 0
+
+
+def _suite_description(name: str) -> str:
+    try:
+        return load_suite(name).description
+    except SuiteError as error:
+        return f"(invalid: {error})"
 
 
 def _command_report(args: argparse.Namespace) -> int:

@@ -29,7 +29,13 @@ class SuiteError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are rejected: no budget or measurement setting means anything with them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# Bounds that catch typos (an extra zero too many) before they cost compute.
+MAX_EPOCHS = 100_000
+MAX_SEED = 2**63 - 1  # torch.manual_seed accepts a 64-bit seed
 
 
 class Optimizer(Strict):
@@ -45,9 +51,9 @@ class Optimizer(Strict):
 class Budget(Strict):
     """The training budget every method gets: epochs per phase, batch size, optimizer."""
 
-    dense_epochs: int = Field(ge=0, description="epochs of dense pre-training (cached per model, dataset, seed)")
-    sparsify_epochs: int = Field(ge=0, description="epochs with the method's penalty or pruning schedule")
-    finetune_epochs: int = Field(ge=0, description="epochs of fine-tuning the pruned network")
+    dense_epochs: int = Field(ge=0, le=MAX_EPOCHS, description="epochs of dense pre-training (cached per model, dataset, seed)")
+    sparsify_epochs: int = Field(ge=0, le=MAX_EPOCHS, description="epochs with the method's penalty or pruning schedule")
+    finetune_epochs: int = Field(ge=0, le=MAX_EPOCHS, description="epochs of fine-tuning the pruned network")
     batch_size: int = Field(100, ge=1, description="training batch size")
     optimizer: Optimizer = Optimizer()
     max_batches_per_epoch: int | None = Field(
@@ -86,9 +92,11 @@ class MethodEntry(Strict):
 
 
 class Measure(Strict):
-    latency_batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 64], description="batch sizes to time")
-    min_run_time_s: float = Field(0.2, gt=0, description="seconds of timed forward passes per batch size")
-    threads: int = Field(1, ge=1, description="CPU threads while timing")
+    latency_batch_sizes: list[Annotated[int, Field(ge=1, le=65_536)]] = Field(
+        default_factory=lambda: [1, 64], description="batch sizes to time"
+    )
+    min_run_time_s: float = Field(0.2, gt=0, le=3600, description="seconds of timed forward passes per batch size")
+    threads: int = Field(1, ge=1, le=1024, description="CPU threads while timing")
 
 
 class Resources(Strict):
@@ -101,7 +109,8 @@ class Resources(Strict):
 
 
 class Suite(Strict):
-    name: str
+    # The name becomes the default results folder, results/NAME, so it is one plain path component.
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     description: str = ""
     plugins: list[str] = Field(
         default_factory=list, validate_default=True,
@@ -111,7 +120,7 @@ class Suite(Strict):
     dataset_options: dict[str, Any] = Field(default_factory=dict, description="options passed to the dataset loader")
     models: list[str] = Field(min_length=1)
     methods: list[MethodEntry] = Field(min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default_factory=lambda: [0], min_length=1)
     budget: Budget
     targets: Targets = Targets()
     ranking: Literal["global", "layer_normalized", "uniform"] = Field(
@@ -140,6 +149,9 @@ class Suite(Strict):
     @model_validator(mode="after")
     def _known_names(self) -> "Suite":
         problems = []
+        repeated = sorted({seed for seed in self.seeds if self.seeds.count(seed) > 1})
+        if repeated:
+            problems.append(f"seeds: {repeated} given more than once; list each seed once")
         if self.dataset not in DATASETS:
             problems.append(_unknown("dataset", "dataset", self.dataset, DATASETS.names()))
         for i, model in enumerate(self.models):
@@ -190,9 +202,36 @@ def _check_params(index: int, entry: "MethodEntry", method_class) -> list[str]:
 
 
 def _unknown(where: str, kind: str, value: str, valid: list[str]) -> str:
+    shown = _shorten(repr(value), 80)
+    if not valid:
+        return f"{where}: unknown {kind} {shown}; this takes no parameters, so remove it"
     close = difflib.get_close_matches(str(value), valid, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"{where}: unknown {kind} {value!r}{hint}; valid values: {', '.join(valid)}"
+    return f"{where}: unknown {kind} {shown}{hint}; valid values: {', '.join(valid)}"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that rejects a key given twice in one mapping (the last would win silently)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}; give each field once", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+    """Return ``text`` cut to ``limit`` characters, so an error stays one readable line."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def resolve_suite_path(name_or_path: str) -> Path:
@@ -214,9 +253,11 @@ def load_suite(name_or_path: str) -> Suite:
     if not path.exists():
         raise SuiteError(f"suite {name_or_path!r} not found; give a path to a YAML file or one of: {', '.join(builtin_suites())}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as error:
-        raise SuiteError(f"{path}: malformed YAML: {' '.join(str(error).split())}") from error
+        raise SuiteError(f"{path}: malformed YAML: {_shorten(' '.join(str(error).split()))}") from error
+    except ValueError as error:  # PyYAML passes up int()'s limit on very long numbers
+        raise SuiteError(f"{path}: invalid value in the YAML: {_shorten(str(error))}") from error
     except (OSError, UnicodeDecodeError) as error:
         raise SuiteError(f"{path}: cannot read the suite file: {error}") from error
     if not isinstance(raw, dict):
@@ -284,15 +325,18 @@ def _format_error(error: dict) -> str:
     where = ".".join(str(part) for part in error["loc"]) or "suite"
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(str(error["loc"][-1]), _fields_at(error["loc"]), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"{where}: unknown field{hint}; remove it or check its spelling"
+        fields = _fields_at(error["loc"])
+        close = difflib.get_close_matches(str(error["loc"][-1]), fields, n=1)
+        if close:
+            return f"{where}: unknown field (did you mean {close[0]!r}?); remove it or check its spelling"
+        valid = f"; valid fields: {', '.join(fields)}" if fields else ""
+        return f"{where}: unknown field; remove it or check its spelling{valid}"
     if error["type"] == "missing":
         return f"{where}: required field is missing"
     if error["type"] == "value_error":
         # Suite-level checks name their own locations; field validators do not.
         return f"{where}: {message}" if error["loc"] else message
-    return f"{where}: {message} (got {error.get('input')!r})"
+    return f"{where}: {message} (got {_shorten(repr(error.get('input')), 80)})"
 
 
 class Target(Strict):

@@ -104,7 +104,16 @@ def _normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
     return (images - mean_t) / std_t
 
 
+def _check_split_size(option: str, size: int, available: int) -> None:
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 < size < available:
+        raise DatasetError(
+            f"dataset_options.{option}: {size!r} is invalid; give a whole number from 1 to {available - 1}, "
+            f"since {available} images are there to split"
+        )
+
+
 def _split_train(images, labels, val_size: int) -> tuple[Split, Split]:
+    _check_split_size("val_size", val_size, len(labels))
     rest, chosen = stratified_split(labels.numpy(), val_size, SPLIT_SEED + 1)
     rest_t, chosen_t = torch.from_numpy(rest), torch.from_numpy(chosen)
     return Split(images[rest_t], labels[rest_t]), Split(images[chosen_t], labels[chosen_t])
@@ -135,6 +144,7 @@ def load_mnist5k(data_dir: Path | None = None, download: bool = False, val_size:
     labels = torch.from_numpy(table[:, 784].astype(np.int64))
     images = _normalize(pixels, MNIST_MEAN, MNIST_STD)
 
+    _check_split_size("test_size", test_size, len(labels))
     train_idx, test_idx = stratified_split(labels.numpy(), test_size, SPLIT_SEED)
     train_images, train_labels = images[torch.from_numpy(train_idx)], labels[torch.from_numpy(train_idx)]
     train, val = _split_train(train_images, train_labels, val_size)
@@ -391,16 +401,36 @@ def load_dataset(name: str, **options) -> DataSplits:
     return loader(**options)
 
 
-def batches(split: Split, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True):
+def batches(
+    split: Split,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    shuffle: bool = True,
+    workers: int = 0,
+    pin_memory: bool = False,
+):
     """Yield (images, labels) batches; the last, smaller batch is kept.
 
-    In-memory indexing costs far less than a DataLoader for datasets of this size.
+    With ``workers == 0`` batches are gathered in this process by indexing,
+    which costs far less than a DataLoader for in-memory datasets. With
+    ``workers > 0`` a ``torch.utils.data.DataLoader`` gathers them in worker
+    processes, in the same order, so results do not depend on the choice.
+    ``pin_memory`` puts each batch in page-locked memory for faster,
+    asynchronous copies to a CUDA device.
     """
     count = len(split)
     order = torch.randperm(count, generator=generator) if shuffle else torch.arange(count)
+    if workers > 0:
+        dataset = torch.utils.data.TensorDataset(split.images, split.labels)
+        sampler = torch.utils.data.BatchSampler(order.tolist(), batch_size, drop_last=False)
+        yield from torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory)
+        return
     for start in range(0, count, batch_size):
         index = order[start : start + batch_size]
-        yield split.images[index], split.labels[index]
+        images, labels = split.images[index], split.labels[index]
+        if pin_memory:
+            images, labels = images.pin_memory(), labels.pin_memory()
+        yield images, labels
 
 
 def augment_batch(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:

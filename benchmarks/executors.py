@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import queue
+import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,8 @@ def pending_runs(suite: Suite, store: ResultsStore) -> list[RunConfig]:
 
 
 def _worker_loop(spec: WorkerSpec, tasks, results, worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group; the driver handles it and stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         item = tasks.get()
         if item is None:
@@ -157,33 +160,39 @@ def run_local(spec: WorkerSpec, runs: list[RunConfig], workers: int) -> list[dic
     store = ResultsStore(Path(spec.results_dir))
     next_id = workers
 
-    while len(outcomes) < len(runs):
-        try:
-            kind, worker_id, index, outcome = results.get(timeout=_POLL_SECONDS)
-            if kind == "start":
-                current[worker_id] = index
-            else:
-                current[worker_id] = None
-                outcomes[index] = outcome
-            continue
-        except queue.Empty:
-            pass
-
-        for worker_id, process in list(processes.items()):
-            if process.is_alive():
+    try:
+        while len(outcomes) < len(runs):
+            try:
+                kind, worker_id, index, outcome = results.get(timeout=_POLL_SECONDS)
+                if kind == "start":
+                    current[worker_id] = index
+                else:
+                    current[worker_id] = None
+                    outcomes[index] = outcome
                 continue
-            index = current.pop(worker_id, None)
-            del processes[worker_id]
-            if index is not None and index not in outcomes:
-                reason = f"worker process {process.pid} exited with code {process.exitcode} during the run"
-                logger.error("run %s failed: %s", runs[index].label, reason)
-                record_worker_failure(store, runs[index], "local", reason)
-                outcomes[index] = {"run_id": runs[index].run_id, "label": runs[index].label, "status": "failed",
-                                   "message": reason}
-            if len(outcomes) + len([i for i in current.values() if i is not None]) < len(runs):
-                processes[next_id] = start(next_id)
-                current[next_id] = None
-                next_id += 1
+            except queue.Empty:
+                pass
+
+            for worker_id, process in list(processes.items()):
+                if process.is_alive():
+                    continue
+                index = current.pop(worker_id, None)
+                del processes[worker_id]
+                if index is not None and index not in outcomes:
+                    reason = f"worker process {process.pid} exited with code {process.exitcode} during the run"
+                    logger.error("run %s failed: %s", runs[index].label, reason)
+                    record_worker_failure(store, runs[index], "local", reason)
+                    outcomes[index] = {"run_id": runs[index].run_id, "label": runs[index].label, "status": "failed",
+                                       "message": reason}
+                if len(outcomes) + len([i for i in current.values() if i is not None]) < len(runs):
+                    processes[next_id] = start(next_id)
+                    current[next_id] = None
+                    next_id += 1
+    except BaseException:
+        # Interrupted: stop the workers now; their runs stay unrecorded and a rerun resumes them.
+        for process in processes.values():
+            process.terminate()
+        raise
 
     for _ in processes:
         tasks.put(None)
@@ -265,7 +274,11 @@ def run_slurm(spec: WorkerSpec, runs: list[RunConfig], options: SlurmOptions) ->
             parameters["slurm_partition"] = options.partition
         executor.update_parameters(**parameters)
 
-    jobs = executor.map_array(execute_run, [spec] * len(runs), [run.model_dump_json() for run in runs])
+    try:
+        jobs = executor.map_array(execute_run, [spec] * len(runs), [run.model_dump_json() for run in runs])
+    except RuntimeError as error:  # submitit raises it when sbatch or srun is missing or rejects the job
+        raise ExecutorUnavailable(f"--executor slurm: submitting the job array failed: {error}; "
+                                  "run on a Slurm login node, or use --executor local") from error
     store = ResultsStore(Path(spec.results_dir))
     outcomes = []
     for run, job in zip(runs, jobs):

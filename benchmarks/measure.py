@@ -134,7 +134,9 @@ class Timing:
     iqr_ms: float
     mean_ms: float
     min_ms: float
+    # Timed blocks behind the statistics; each block runs ``passes_per_block`` forward passes.
     count: int
+    passes_per_block: int
     num_threads: int
     device: str
 
@@ -176,6 +178,7 @@ def latency(
         mean_ms=statistics.fmean(times_ms),
         min_ms=min(times_ms),
         count=len(times_ms),
+        passes_per_block=int(measurement.number_per_run),
         num_threads=num_threads,
         device=device_name(device),
     )

@@ -69,7 +69,10 @@ FLOPS_NOTE = (
 DIRECTION_NOTE = (
     "Lower is better for error, params, non-zero params, FLOPs, non-zero FLOPs, activation memory, peak memory "
     "and latency. "
-    "Higher is better for params pruned % and FLOPs reduction."
+    "Higher is better for params pruned % and FLOPs reduction. "
+    "Params, FLOPs, widths, memory and file sizes are means over a cell's seeds (widths rounded), so with "
+    "several seeds they need not reproduce each other exactly; the records hold each seed's values. "
+    "'may prune' lists what a method can remove, not what it removed."
 )
 POINT_NOTE = (
     "Point: natural is the method's own threshold; name=value is the natural point of that strength in a sweep; "
@@ -637,7 +640,7 @@ def main_columns(batch_sizes: list[int], peak_batch_sizes: list[int] = ()) -> li
     columns = [
         Column("model", lambda r: r["model"]),
         Column("method", lambda r: r["method"]),
-        Column("units pruned", lambda r: r["prunes"] or ""),
+        Column("may prune", lambda r: r["prunes"] or ""),
         Column("point", lambda r: r["point"]),
         Column("error % (mean ± std)", _error_text, lambda r: r["error_pct_mean"], "lower"),
         Column("n seeds", lambda r: str(r["n_seeds"])),
@@ -666,7 +669,7 @@ def main_columns(batch_sizes: list[int], peak_batch_sizes: list[int] = ()) -> li
         ))
     columns += [
         Column("device", lambda r: r["device"]),
-        Column("widths (input first)", _when_ok(lambda r: widths_text(r["widths_mean"]))),
+        Column("widths (network order, seed mean)", _when_ok(lambda r: widths_text(r["widths_mean"]))),
         Column("notes", _notes_text),
     ]
     return columns
@@ -681,12 +684,12 @@ def _published_cells(row: pd.Series, model: str, columns: list[Column]) -> dict[
     cells.update({
         "model": model,
         "method": f"{row['method']} (published)",
-        "units pruned": "",
+        "may prune": "",
         "point": "published",
         "error % (mean ± std)": row["error_pct_text"],
         "params pruned %": _number(100.0 * (1.0 - params_fraction), 1),
         "FLOPs reduction (x)": _number(1.0 / flops_fraction) if flops_fraction > 0 else NOT_APPLICABLE,
-        "widths (input first)": row["architecture"] or NOT_APPLICABLE,
+        "widths (network order, seed mean)": row["architecture"] or NOT_APPLICABLE,
         "notes": "; ".join(notes),
     })
     return cells
@@ -784,7 +787,7 @@ def tex_escape(text: str) -> str:
 def render_tex(groups: list[TableGroup], columns: list[Column], caption: str) -> str:
     """Return the main table as LaTeX (booktabs), one table per group, best values of each column in bold."""
     headers = [column.header for column in columns]
-    text_headers = {"model", "method", "units pruned", "point", "device", "widths (input first)"}
+    text_headers = {"model", "method", "may prune", "point", "device", "widths (network order, seed mean)"}
     alignment = ""
     for header in headers:
         if header == "notes":

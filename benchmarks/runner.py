@@ -54,6 +54,8 @@ class RunOptions:
     download: bool = False
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     amp: bool = False
+    # DataLoader worker processes for training batches; 0 gathers them in the main process.
+    loader_workers: int = 0
 
 
 @dataclass
@@ -98,14 +100,25 @@ def _git_commit() -> str | None:
     return output.stdout.strip() or None
 
 
-def _units_counter(method: PruningMethod):
-    """Return a callable that counts surviving units (or non-zero weights) for the curves."""
+def _units_counter(method: PruningMethod, dense_units: int):
+    """Return a callable that counts surviving units (or non-zero weights) for the curves.
+
+    For structured methods the count covers every site of the network, the
+    ones the method cannot prune included, so that it compares with the dense
+    network's ``dense_units`` in every phase.
+    """
 
     def count(model: nn.Module) -> int:
         keep = method.natural_keep(model)
-        return int(sum(int(mask.sum()) for mask in keep.values()))
+        if not method.structured:
+            return int(sum(int(mask.sum()) for mask in keep.values()))
+        return dense_units - int(sum(int((~mask.bool()).sum()) for mask in keep.values()))
 
     return count
+
+
+def _dense_units(dense: nn.Module) -> int:
+    return sum(site.units for site in find_sites(dense))
 
 
 class SuiteRunner:
@@ -139,7 +152,7 @@ class SuiteRunner:
         train_size = len(self.data.train)
         if self.suite.budget.batch_size > train_size:
             raise SuiteError(
-                f"budget.batch_size: {self.suite.budget.batch_size} is larger than the {train_size} training "
+                f"suite {self.suite.name}: budget.batch_size: {self.suite.budget.batch_size} is larger than the {train_size} training "
                 f"images of dataset {self.suite.dataset!r}; use at most {train_size}"
             )
 
@@ -193,19 +206,20 @@ class SuiteRunner:
             seconds = epochs * steps_per_epoch * step
             total_seconds += seconds
             lines.append(f"  {model_name}: {len(model_runs)} runs, {epochs} epochs, {step * 1e3:.1f} ms per step, "
-                         f"about {seconds / 60:.1f} min of training")
-        lines.append(f"estimated training time: {total_seconds / 60:.1f} min on {measure.device_name(self.options.device)} "
+                         f"about {_duration(seconds)} of training")
+        lines.append(f"estimated training time: {_duration(total_seconds)} on {measure.device_name(self.options.device)} "
                      "(an estimate from measured steps; measurement and evaluation come on top)")
         return "\n".join(lines)
 
     def run(self) -> SuiteOutcome:
         """Run every missing run of the suite and return what happened."""
         self.check_data()
-        self.store.ensure()
         outcome = SuiteOutcome()
         runs = expand_runs(self.suite)
         pending = [run for run in runs if not self.store.has(run.run_id)]
         self.check_models(pending)
+        # Folders are created only once every check passed, so bad input leaves nothing behind.
+        self.store.ensure()
         outcome.skipped = len(runs) - len(pending)
         if outcome.skipped:
             logger.info("%d of %d runs already have records and are skipped", outcome.skipped, len(runs))
@@ -263,14 +277,17 @@ class SuiteRunner:
             if pruned is None:
                 record["status"] = "unreachable"
                 return record
+            if method.structured:
+                # The compact network's units no longer change during fine-tuning.
+                kept_units = sum(widths(pruned).values())
 
             phase = "finetune"
             device = self.options.device
             pruned = pruned.to(device)
             finetune = train_phase(
                 pruned, self.data, run.budget, run.budget.finetune_epochs, run.seed, "finetune", device,
-                units=_units_counter(method) if not method.structured else None,
-                select_best=True, amp=self.options.amp,
+                units=(lambda _model: kept_units) if method.structured else _units_counter(method, 0),
+                select_best=True, amp=self.options.amp, loader_workers=self.options.loader_workers,
                 checkpoint=self._phase_checkpoint("partial-finetune", run.run_id),
             )
             final = method.finalize(pruned)
@@ -316,7 +333,7 @@ class SuiteRunner:
 
             model = model.to(self.options.device)
             result = train_phase(model, self.data, run.budget, run.budget.dense_epochs, run.seed, "dense",
-                                 self.options.device, amp=self.options.amp,
+                                 self.options.device, amp=self.options.amp, loader_workers=self.options.loader_workers,
                                  checkpoint=self._phase_checkpoint("partial-dense", key))
             model = model.cpu()
             self.store.save_checkpoint("dense", key, {"state": model.state_dict(), "curves": result.curves,
@@ -342,8 +359,8 @@ class SuiteRunner:
                 model = model.to(device)
                 result = train_phase(
                     model, self.data, run.budget, run.budget.sparsify_epochs, run.seed, "sparsify", device,
-                    penalty=method.penalty, on_epoch_end=method.on_epoch_end, units=_units_counter(method),
-                    param_groups=method.param_groups(model), amp=self.options.amp,
+                    penalty=method.penalty, on_epoch_end=method.on_epoch_end, units=_units_counter(method, _dense_units(dense)),
+                    param_groups=method.param_groups(model), amp=self.options.amp, loader_workers=self.options.loader_workers,
                     checkpoint=self._phase_checkpoint("partial-sparse", key),
                 )
                 model = model.cpu()
@@ -441,6 +458,15 @@ class SuiteRunner:
             logger.warning("run %s: the final network is not saved for export: %s", run.label, error)
             return
         self.store.save_checkpoint("compact", run.run_id, state)
+
+
+def _duration(seconds: float) -> str:
+    """Return seconds as a short readable duration: ``45 s``, ``12.5 min`` or ``3.2 h``."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _measure_step_seconds(model_name: str, data: DataSplits, budget, device: torch.device, steps: int = 5) -> float:

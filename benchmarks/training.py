@@ -134,6 +134,7 @@ def train_phase(
     select_best: bool = False,
     amp: bool = False,
     checkpoint: PhaseCheckpoint | None = None,
+    loader_workers: int = 0,
 ) -> PhaseResult:
     """Train ``model`` in place for ``epochs`` epochs and return its curves.
 
@@ -148,6 +149,8 @@ def train_phase(
         amp: use CUDA mixed precision (bfloat16 autocast).
         checkpoint: saves the phase after every epoch and resumes from the
             last saved epoch; on CPU a resumed phase equals an uninterrupted one.
+        loader_workers: DataLoader worker processes for training batches (0:
+            gather in this process). Batches are pinned when training on CUDA.
 
     Raises:
         DivergedError: when the loss becomes NaN or infinite.
@@ -185,7 +188,9 @@ def train_phase(
         model.train()
         total_loss, total_penalty, seen = 0.0, 0.0, 0
 
-        for step, (images, labels) in enumerate(batches(data.train, budget.batch_size, generator)):
+        epoch_batches = batches(data.train, budget.batch_size, generator, workers=loader_workers,
+                                pin_memory=device.type == "cuda")
+        for step, (images, labels) in enumerate(epoch_batches):
             if budget.max_batches_per_epoch is not None and step >= budget.max_batches_per_epoch:
                 break
             if data.augment:

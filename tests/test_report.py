@@ -317,8 +317,8 @@ def test_costs_match_records(main_rows, main_csv):
 def test_widths_input_first(main_rows):
     means = {site: statistics.mean(w[site] for w in VIB_WIDTHS) for site in ("input", "fc1", "fc2")}
     expected = "-".join(f"{means[site]:.0f}" for site in ("input", "fc1", "fc2"))
-    assert find_row(main_rows, "vibnet", "natural")["widths (input first)"] == expected
-    assert find_row(main_rows, "dense", "natural")["widths (input first)"] == "784-300-100"
+    assert find_row(main_rows, "vibnet", "natural")["widths (network order, seed mean)"] == expected
+    assert find_row(main_rows, "dense", "natural")["widths (network order, seed mean)"] == "784-300-100"
 
 
 def test_latency_median_over_seeds(main_rows, main_csv):
@@ -382,7 +382,7 @@ def test_published_rows_beside_ours(main_rows, report):
     row = find_row(main_rows, "vibnet (published)", "published")
     assert row["error % (mean ± std)"] == "1.6"
     assert find_row(main_rows, "dense (published)", "published")["error % (mean ± std)"] == "1.64"
-    assert row["widths (input first)"] == "97-71-33"
+    assert row["widths (network order, seed mean)"] == "97-71-33"
     assert row["params pruned %"] == f"{100 * (1 - 9674 / 266610):.1f}"
     assert "not comparable digit for digit" in report["text"]
 

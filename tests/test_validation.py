@@ -305,7 +305,7 @@ def test_batch_above_train_stderr(tmp_path):
 
     assert completed.returncode == 2
     assert completed.stderr.splitlines() == [
-        f"vibbench: error: budget.batch_size: {MNIST5K_TRAIN + 1} is larger than the {MNIST5K_TRAIN} training images "
+        f"vibbench: error: suite valid: budget.batch_size: {MNIST5K_TRAIN + 1} is larger than the {MNIST5K_TRAIN} training images "
         f"of dataset 'mnist5k'; use at most {MNIST5K_TRAIN}"
     ]
     assert not results.exists()

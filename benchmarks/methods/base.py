@@ -23,7 +23,7 @@ from benchmarks.structure import find_sites, remove_units
 class MethodParams(BaseModel):
     """Base of every method's parameters: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class PruningMethod(abc.ABC):
