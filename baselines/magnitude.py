@@ -72,7 +72,7 @@ def prune_to_sparsity(model: nn.Module, sparsity: float) -> None:
     if extra <= 0:
         return
     # Rank the current weights: ``module.weight`` is only refreshed by a forward pass,
-    # so after an optimizer step it still holds the previous values.
+    # so after an optimizer step it still contains the previous values.
     scores = {}
     for module, name in prunable_weights(model):
         if hasattr(module, f"{name}_mask"):

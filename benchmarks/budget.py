@@ -50,7 +50,7 @@ class StructuredCost:
     """Closed-form parameters and FLOPs of a flat Sequential as a function of site widths."""
 
     def __init__(self, model: nn.Sequential, input_shape: tuple[int, ...]) -> None:
-        positions = _output_positions(model, input_shape)
+        positions = _output_positions(model, input_shape, dict(model.named_children()))
         sites = {site.consumer: site.name for site in find_sites(model)}
         children = list(model.named_children())
         self.layers: list[_Layer] = []
@@ -105,16 +105,17 @@ class StructuredCost:
 
 
 @torch.no_grad()
-def _output_positions(model: nn.Sequential, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Return H * W of each child's output (1 for vectors) for one input."""
+def _output_positions(model: nn.Module, input_shape: tuple[int, ...], modules: dict[str, nn.Module]) -> dict[str, int]:
+    """Return H * W of each named module's output (1 for vectors) for one input."""
     positions: dict[str, int] = {}
-    handles = []
-    for name, module in model.named_children():
 
-        def record(module, args, output, name=name):
+    def recorder(name: str):
+        def record(module, args, output):
             positions[name] = int(math.prod(output.shape[2:])) if output.dim() > 2 else 1
 
-        handles.append(module.register_forward_hook(record))
+        return record
+
+    handles = [module.register_forward_hook(recorder(name)) for name, module in modules.items()]
     was_training = model.training
     model.eval()
     try:
@@ -297,7 +298,8 @@ def unstructured_budget(
 ) -> BudgetResult:
     """Find weight keep masks whose non-zero parameters or FLOPs are at most ``target * dense_cost``."""
     modules = dict(model.named_modules())
-    positions = _weighted_positions(model, input_shape)
+    weighted = {f"{name}.weight": m for name, m in model.named_modules() if isinstance(m, WEIGHTED)}
+    positions = _output_positions(model, input_shape, weighted)
     other_params = sum(p.numel() for p in model.parameters()) - sum(
         modules[name.rsplit(".", 1)[0]].weight.numel() for name in scores
     )
@@ -316,30 +318,6 @@ def unstructured_budget(
             f"keeping one weight per layer still costs {cost / dense_cost:.4f} of the dense {metric}",
         )
     return BudgetResult(keep, cost / dense_cost)
-
-
-@torch.no_grad()
-def _weighted_positions(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Return output positions (H * W, or 1) of each weighted layer, keyed by ``"name.weight"``."""
-    positions: dict[str, int] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if isinstance(module, WEIGHTED):
-
-            def record(module, args, output, name=name):
-                positions[f"{name}.weight"] = int(math.prod(output.shape[2:])) if output.dim() > 2 else 1
-
-            handles.append(module.register_forward_hook(record))
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        model(torch.zeros(1, *input_shape, device=device))
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return positions
 
 
 __all__ = ["BudgetResult", "INPUT_SITE", "StructuredCost", "search_keep", "structured_budget", "unstructured_budget"]

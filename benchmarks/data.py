@@ -7,7 +7,7 @@ CIFAR-100 load through torchvision's own dataset classes from a data
 directory in torchvision's file layout (see ``TORCHVISION_FILES``).
 ``synthetic_mnist`` is random data of MNIST's shape for timing runs. The
 validation split is always carved from the training data with a fixed seed,
-so model selection never sees the test set.
+so model selection never uses the test set.
 
 Every split is held in memory as one float tensor (CIFAR-10's 50,000
 training images take 614 MB), and a batch is one indexing of it.
@@ -32,7 +32,7 @@ from benchmarks.registry import DATASETS
 
 logger = logging.getLogger(__name__)
 
-# Splits never depend on the run's seed, so every method and seed sees the same digits.
+# Splits never depend on the run's seed, so every method and seed gets the same digits.
 SPLIT_SEED = 0
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -42,7 +42,7 @@ CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 
 
 class DatasetError(RuntimeError):
-    """A dataset that is missing, truncated or in the wrong format; the message says how to fix it."""
+    """A dataset that is missing, truncated or in the wrong format; the message tells how to fix it."""
 
 
 @dataclass

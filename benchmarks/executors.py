@@ -7,8 +7,9 @@ network builds it under a file lock. The others wait and then load it, so it
 is trained once per configuration, not once per worker.
 
 NOTE: the file locks are ``flock`` locks. On a shared file system they
-coordinate hosts only where the file system supports ``flock`` across hosts
-(NFSv4, Lustre and GPFS do in their usual configurations; check yours).
+coordinate hosts only where the file system supports ``flock`` across
+hosts. That depends on the file system and its mount options, so check
+yours before running Ray or Slurm workers on several hosts.
 """
 
 from __future__ import annotations

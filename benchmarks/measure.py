@@ -57,12 +57,21 @@ def _analysis(model: nn.Module, input_shape: tuple[int, ...]) -> FlopCountAnalys
     return analysis
 
 
-def flops_fvcore(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, dict[str, int]]:
-    """Return fvcore's multiply-add count for one input and the operators it counted as free.
+@dataclass
+class FlopCounts:
+    """fvcore's multiply-adds for one input, dense and over non-zero weights, from one trace."""
 
-    Example:
-        >>> flops_fvcore(nn.Sequential(nn.Linear(3, 2)), (3,))[0]
-        6
+    total: int
+    nonzero: int
+    unsupported: dict[str, int]
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> FlopCounts:
+    """Trace ``model`` once in evaluation mode and return its dense and non-zero FLOP counts.
+
+    The non-zero count scales each Linear and Conv2d by its weights' density:
+    the multiply-adds a sparse kernel would need for a masked network. For a
+    network without zero weights it equals the total.
     """
     was_training = model.training
     model.eval()
@@ -70,33 +79,33 @@ def flops_fvcore(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, d
         analysis = _analysis(model, input_shape)
         total = int(analysis.total())
         unsupported = dict(analysis.unsupported_ops())
+        per_module = analysis.by_module()
     finally:
         model.train(was_training)
-    return total, unsupported
+
+    nonzero = float(total)
+    for name, module in model.named_modules():
+        if isinstance(module, WEIGHTED):
+            weight = _effective_weight(module)
+            density = torch.count_nonzero(weight).item() / weight.numel()
+            nonzero -= per_module[name] * (1.0 - density)
+    return FlopCounts(total, int(round(nonzero)), unsupported)
+
+
+def flops_fvcore(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, dict[str, int]]:
+    """Return fvcore's multiply-add count for one input and the operators it counted as free.
+
+    Example:
+        >>> flops_fvcore(nn.Sequential(nn.Linear(3, 2)), (3,))[0]
+        6
+    """
+    counts = count_flops(model, input_shape)
+    return counts.total, counts.unsupported
 
 
 def flops_nonzero(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Return fvcore's count with each Linear and Conv2d scaled by its weights' density.
-
-    This is the multiply-adds a sparse kernel would need for an unstructured
-    (masked) network; for a network without zero weights it equals
-    ``flops_fvcore``.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        per_module = _analysis(model, input_shape).by_module()
-    finally:
-        model.train(was_training)
-
-    total = per_module[""]
-    for name, module in model.named_modules():
-        if not isinstance(module, WEIGHTED):
-            continue
-        weight = _effective_weight(module)
-        density = torch.count_nonzero(weight).item() / weight.numel()
-        total -= per_module[name] * (1.0 - density)
-    return int(round(total))
+    """Return fvcore's count with each Linear and Conv2d scaled by its weights' density."""
+    return count_flops(model, input_shape).nonzero
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ from benchmarks.registry import MODELS
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What a model needs from its dataset."""
+    """Input shape and class count that a model takes from its dataset."""
 
     input_shape: tuple[int, int, int]
     num_classes: int

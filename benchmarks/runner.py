@@ -130,6 +130,8 @@ class SuiteRunner:
         self.store = ResultsStore(options.results_dir)
         self._data: DataSplits | None = None
         self._sparse_cache: dict[str, tuple[nn.Module, dict]] = {}
+        # Parameters and FLOPs of each dense network, keyed by its checkpoint id.
+        self._dense_cost_cache: dict[str, dict[str, float]] = {}
         if options.device.type == "cuda":
             # Each pruned shape gets its own kernel search; latency timing warms up first.
             torch.backends.cudnn.benchmark = True
@@ -381,7 +383,7 @@ class SuiteRunner:
             keep = method.natural_keep(sparse)
             info = {"kind": "natural", "target": None, "planned_fraction": None}
         else:
-            dense_cost = _cost(dense, run.target.metric, input_shape)
+            dense_cost = self._dense_costs(run, dense)[run.target.metric]
             scores = method.scores(sparse)
             search = structured_budget if method.structured else unstructured_budget
             base = method.plain(sparse) if method.structured else sparse
@@ -394,17 +396,25 @@ class SuiteRunner:
             keep = result.keep
         return method.apply(sparse, keep, example), info
 
+    def _dense_costs(self, run: RunConfig, dense: nn.Module) -> dict[str, float]:
+        """Return the dense network's parameters and fvcore FLOPs, computed once per dense network."""
+        key = run.dense_key()
+        if key not in self._dense_cost_cache:
+            flops, _ = measure.flops_fvcore(dense, self.data.spec.input_shape)
+            self._dense_cost_cache[key] = {"params": float(measure.count_params(dense)), "flops": float(flops)}
+        return self._dense_cost_cache[key]
+
     def _measure(self, run: RunConfig, method: PruningMethod, model: nn.Module, dense: nn.Module) -> dict[str, Any]:
         device = self.options.device
         input_shape = self.data.spec.input_shape
         model = model.cpu().eval()
 
-        flops, unsupported = measure.flops_fvcore(model, input_shape)
-        dense_flops, _ = measure.flops_fvcore(dense, input_shape)
+        counts = measure.count_flops(model, input_shape)
+        flops, unsupported, nonzero_flops = counts.total, counts.unsupported, counts.nonzero
+        dense_costs = self._dense_costs(run, dense)
+        dense_flops, dense_params = int(dense_costs["flops"]), int(dense_costs["params"])
         params = measure.count_params(model)
-        dense_params = measure.count_params(dense)
         nonzero_params = measure.count_nonzero_params(model)
-        nonzero_flops = measure.flops_nonzero(model, input_shape)
         effective_params = params if method.structured else nonzero_params
         effective_flops = flops if method.structured else nonzero_flops
 
@@ -488,12 +498,6 @@ def _measure_step_seconds(model_name: str, data: DataSplits, budget, device: tor
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times[1:])  # the first step pays for allocation and kernel selection
-
-
-def _cost(model: nn.Module, metric: str, input_shape: tuple[int, ...]) -> float:
-    if metric == "params":
-        return float(measure.count_params(model))
-    return float(measure.flops_fvcore(model, input_shape)[0])
 
 
 def run_suite(suite: Suite, options: RunOptions) -> SuiteOutcome:

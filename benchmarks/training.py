@@ -3,7 +3,7 @@
 The loop does not depend on which method it trains: the method's penalty is added to
 the loss and its ``on_epoch_end`` runs after each epoch, both as plain
 callables. The data order of epoch ``e`` in phase ``p`` depends only on the
-seed, the phase and ``e``, so every method sees the same batches.
+seed, the phase and ``e``, so every method gets the same batches.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import signal
 from typing import Callable
 
 import pytest
@@ -43,3 +45,27 @@ def generator() -> torch.Generator:
 def randomize() -> Callable[[nn.Module, torch.Generator], nn.Module]:
     """Return the function that randomizes gates and BatchNorm layers of a model in place."""
     return _randomize_state
+
+
+@pytest.fixture
+def cli(capsys):
+    """Return a function that runs ``main`` in process and returns (status, stdout, stderr).
+
+    ``main`` sets up logging and a SIGTERM handler for the whole process, so
+    both are restored afterwards.
+    """
+    from benchmarks.cli import main
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    sigterm = signal.getsignal(signal.SIGTERM)
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        status = main(list(args))
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+
+    yield invoke
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    signal.signal(signal.SIGTERM, sigterm)

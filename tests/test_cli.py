@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +14,6 @@ import torch
 import yaml
 
 import benchmarks
-from benchmarks.cli import main
 
 LENET300_PARAMS = 266_610
 LENET300_FLOPS = 266_200
@@ -219,28 +216,6 @@ def test_list_output(tmp_path):
 
 
 # Bad input --------------------------------------------------------------
-
-
-@pytest.fixture
-def cli(capsys):
-    """Return a function that runs ``main`` in process and returns (status, stdout, stderr).
-
-    ``main`` sets up logging and a SIGTERM handler for the whole process, so
-    both are restored afterwards.
-    """
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    sigterm = signal.getsignal(signal.SIGTERM)
-
-    def invoke(*args: str) -> tuple[int, str, str]:
-        status = main(list(args))
-        captured = capsys.readouterr()
-        return status, captured.out, captured.err
-
-    yield invoke
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    signal.signal(signal.SIGTERM, sigterm)
 
 
 def assert_one_line_error(status: int, stderr: str, expected: str) -> None:

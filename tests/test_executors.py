@@ -136,7 +136,7 @@ def test_killed_worker_fails_one_run(suite_file, serial, tmp_path):
     args = VIBBENCH + ["run", str(suite_file), "--results-dir", str(tmp_path), "--no-report", "--workers", "2"]
     driver = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    # Wait until a worker holds a run's claim, then kill that worker.
+    # Wait until a worker has claimed a run, then kill that worker.
     deadline = time.monotonic() + 300
     victim = None
     while victim is None and time.monotonic() < deadline and driver.poll() is None:

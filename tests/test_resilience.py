@@ -30,7 +30,6 @@ import pytest
 import torch
 import yaml
 
-from benchmarks.cli import main
 from benchmarks.config import RunConfig, Suite, expand_runs
 from benchmarks.runner import RunOptions, SuiteOutcome, SuiteRunner
 from benchmarks.store import ResultsStore, StoreError, config_hash
@@ -177,27 +176,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def cli(capsys):
-    """Return a function that runs ``main`` in process and returns (status, stdout, stderr).
-
-    ``main`` installs a SIGTERM handler and may configure logging, so the fixture restores both.
-    """
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    sigterm = signal.getsignal(signal.SIGTERM)
-
-    def invoke(*args: str) -> tuple[int, str, str]:
-        status = main(list(args))
-        captured = capsys.readouterr()
-        return status, captured.out, captured.err
-
-    yield invoke
-    signal.signal(signal.SIGTERM, sigterm)
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 # Kill and resume --------------------------------------------------------

@@ -8,8 +8,6 @@ traceback and without creating the results folder.
 from __future__ import annotations
 
 import copy
-import logging
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +15,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.cli import main
 from benchmarks.config import Suite, expand_runs
 from benchmarks.store import ResultsStore
 
@@ -56,27 +53,6 @@ def write_suite(folder: Path, suite: dict, name: str = "suite.yaml") -> Path:
     path = folder / name
     path.write_text(yaml.safe_dump(suite), encoding="utf-8")
     return path
-
-
-@pytest.fixture
-def cli(capsys):
-    """Return a function that runs ``main`` in process and returns (status, stdout, stderr).
-
-    ``main`` installs a SIGTERM handler and may configure logging, so the fixture restores both.
-    """
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    sigterm = signal.getsignal(signal.SIGTERM)
-
-    def invoke(*args: str) -> tuple[int, str, str]:
-        status = main(list(args))
-        captured = capsys.readouterr()
-        return status, captured.out, captured.err
-
-    yield invoke
-    signal.signal(signal.SIGTERM, sigterm)
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 # One bad field per case: the suite, and the text (with its location) that the error line must contain.

@@ -172,7 +172,7 @@ def _scale_inputs(layer: nn.Module, scale: torch.Tensor, gate_name: str) -> None
         layer.weight.mul_(scale.view(1, -1, 1, 1))
         return
 
-    # A Linear after Flatten sees units * positions features in channel-major order.
+    # A Linear after Flatten reads units * positions features in channel-major order.
     positions, remainder = divmod(layer.in_features, scale.numel())
     if remainder:
         raise ValueError(
